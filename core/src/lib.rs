@@ -1,0 +1,48 @@
+//! ftab-core: what every ftab process shares.
+//!
+//! - [`names`]: validated names (workspaces, tables, columns), safe to use in storage paths;
+//! - [`definitions`]: entities, feature tables and feature services, and their validation;
+//! - [`repository`]: feature repositories (directories of TOML files) read and parsed;
+//! - [`diff`]: the plan of an apply, and which changes would break stored data;
+//! - [`protocol`]: the typed JSON messages of ftab's Flight protocol;
+//! - [`storage`]: where data lives in the object store.
+//!
+//! Core knows nothing of Flight, HTTP or SQLite; the scheduler and the client build on it.
+
+pub mod definitions;
+pub mod diff;
+pub mod names;
+pub mod protocol;
+pub mod repository;
+pub mod storage;
+
+pub use definitions::{Definitions, Problem};
+pub use names::NameError;
+
+/// Errors of ftab-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("{}", format_problems(.0))]
+    Definitions(Vec<Problem>),
+    #[error(transparent)]
+    Decode(#[from] protocol::DecodeError),
+    #[error(transparent)]
+    Read(#[from] repository::ReadError),
+    #[error("invalid storage location `{location}`: {reason}")]
+    StorageLocation { location: String, reason: String },
+}
+
+/// Problems as a message: one per line, after a count.
+pub fn format_problems(problems: &[Problem]) -> String {
+    let mut out = match problems.len() {
+        1 => "the feature repository has 1 problem:".to_string(),
+        n => format!("the feature repository has {n} problems:"),
+    };
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}

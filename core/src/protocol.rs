@@ -1,0 +1,363 @@
+//! The messages of ftab's Flight protocol, typed (DESIGN.md, "Flight protocol").
+//!
+//! A DoAction call carries an action name in `type` and a JSON body; [`Action::decode`] is
+//! the one place that turns the pair into a typed request, and [`Action::encode`] the one
+//! place that builds it. Answers are JSON of the `*Response` types. The shapes are
+//! documented for non-Rust clients in docs/protocol.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::definitions::{Column, FeatureTable};
+use crate::diff::Plan;
+use crate::names::{TableName, WorkspaceName};
+use crate::repository::RepositoryFile;
+
+/// Whether a workspace ingests and materializes (`live`) or only holds definitions
+/// (`dev`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceKind {
+    Live,
+    #[default]
+    Dev,
+}
+
+impl WorkspaceKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkspaceKind::Live => "live",
+            WorkspaceKind::Dev => "dev",
+        }
+    }
+}
+
+impl std::str::FromStr for WorkspaceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "live" => Ok(WorkspaceKind::Live),
+            "dev" => Ok(WorkspaceKind::Dev),
+            other => Err(format!("unknown workspace kind `{other}`; use live or dev")),
+        }
+    }
+}
+
+/// A DoAction request. The variant name in snake_case is the action's `type`; the payload
+/// is its JSON body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Plan(PlanRequest),
+    Apply(ApplyRequest),
+    CreateWorkspace(CreateWorkspaceRequest),
+    ListWorkspaces(ListWorkspacesRequest),
+    DescribeTable(DescribeTableRequest),
+}
+
+/// The action types this protocol version knows, for messages and `ListActions`.
+pub const ACTION_TYPES: &[(&str, &str)] = &[
+    (
+        "plan",
+        "Show what applying a feature repository to a workspace would change",
+    ),
+    ("apply", "Apply a feature repository to a workspace"),
+    ("create_workspace", "Create a live or dev workspace"),
+    ("list_workspaces", "List workspaces"),
+    ("describe_table", "Describe a feature table of a workspace"),
+];
+
+/// A DoAction request that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown action `{0}`; this server knows: {known}", known = known_actions())]
+    UnknownAction(String),
+    #[error("invalid body for action `{action}`: {message}")]
+    InvalidBody { action: String, message: String },
+}
+
+fn known_actions() -> String {
+    ACTION_TYPES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Action {
+    /// The Flight action `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Action::Plan(_) => "plan",
+            Action::Apply(_) => "apply",
+            Action::CreateWorkspace(_) => "create_workspace",
+            Action::ListWorkspaces(_) => "list_workspaces",
+            Action::DescribeTable(_) => "describe_table",
+        }
+    }
+
+    /// Decode a Flight action. An empty body is read as `{}`.
+    pub fn decode(action_type: &str, body: &[u8]) -> Result<Action, DecodeError> {
+        if !ACTION_TYPES.iter().any(|(name, _)| *name == action_type) {
+            return Err(DecodeError::UnknownAction(action_type.to_string()));
+        }
+        let invalid = |message: String| DecodeError::InvalidBody {
+            action: action_type.to_string(),
+            message,
+        };
+        let body: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?
+        };
+        let tagged = serde_json::json!({ action_type: body });
+        serde_json::from_value(tagged).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// The action's `type` and JSON body.
+    pub fn encode(&self) -> (&'static str, Vec<u8>) {
+        let tagged = serde_json::to_value(self).expect("protocol types serialize to JSON");
+        let body = match tagged {
+            serde_json::Value::Object(map) => map.into_iter().next().map(|(_, v)| v),
+            _ => None,
+        }
+        .expect("an externally tagged enum serializes as a one-key object");
+        (
+            self.type_name(),
+            serde_json::to_vec(&body).expect("JSON values serialize"),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    pub workspace: WorkspaceName,
+    pub files: Vec<RepositoryFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub workspace: WorkspaceName,
+    pub files: Vec<RepositoryFile>,
+    /// Apply changes that break stored data; the tables concerned start on fresh storage.
+    #[serde(default)]
+    pub force: bool,
+    /// The workspace version the caller planned against; if the workspace has moved on
+    /// since, the apply is refused so nothing unreviewed is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+/// The answer to `plan`, and the body of `apply`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanResponse {
+    pub workspace: WorkspaceName,
+    pub kind: WorkspaceKind,
+    /// The applied version the plan was computed against (0: nothing applied yet).
+    pub current_version: u64,
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub workspace: WorkspaceName,
+    /// The version before the apply.
+    pub previous_version: u64,
+    /// The version after; equal to `previous_version` when there was nothing to change.
+    pub version: u64,
+    pub plan: Plan,
+    /// Feature tables that start on fresh storage because a forced apply broke or deleted
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_storage: Vec<TableName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspaceRequest {
+    pub name: WorkspaceName,
+    #[serde(default)]
+    pub kind: WorkspaceKind,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListWorkspacesRequest {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceInfo {
+    pub name: WorkspaceName,
+    pub kind: WorkspaceKind,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// The applied definitions' version (0: nothing applied yet).
+    pub version: u64,
+    pub feature_tables: usize,
+    pub feature_services: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListWorkspacesResponse {
+    pub workspaces: Vec<WorkspaceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribeTableRequest {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDescription {
+    pub workspace: WorkspaceName,
+    pub kind: WorkspaceKind,
+    /// The workspace version this description is read from.
+    pub version: u64,
+    pub table: FeatureTable,
+    pub join_keys: Vec<String>,
+    pub features: Vec<Column>,
+    /// The feature services that use this table.
+    pub feature_services: Vec<String>,
+    /// Storage generation: bumped when a forced apply breaks the table (docs/catalog.md).
+    pub generation: u64,
+    /// Where the offline Delta table lives.
+    pub offline_location: String,
+}
+
+/// The criteria of ListFlights: the feature tables of one workspace, or of all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTablesCriteria {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceName>,
+}
+
+impl ListTablesCriteria {
+    /// Decode ListFlights criteria: empty, a JSON object, or a bare workspace name.
+    pub fn decode(expression: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(expression)
+            .map_err(|_| "ListFlights criteria must be UTF-8".to_string())?
+            .trim();
+        if text.is_empty() {
+            return Ok(Self::default());
+        }
+        if text.starts_with('{') {
+            return serde_json::from_str(text)
+                .map_err(|e| format!("invalid ListFlights criteria: {e}"));
+        }
+        Ok(Self {
+            workspace: Some(WorkspaceName::new(text).map_err(|e| e.to_string())?),
+        })
+    }
+}
+
+/// The `app_metadata` of each FlightInfo answered by ListFlights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableListing {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    pub entities: Vec<String>,
+    pub online: bool,
+    pub offline: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip() {
+        let actions = [
+            Action::CreateWorkspace(CreateWorkspaceRequest {
+                name: WorkspaceName::new("prod").unwrap(),
+                kind: WorkspaceKind::Live,
+            }),
+            Action::ListWorkspaces(ListWorkspacesRequest {}),
+            Action::DescribeTable(DescribeTableRequest {
+                workspace: WorkspaceName::new("prod").unwrap(),
+                table: TableName::new("t").unwrap(),
+            }),
+            Action::Apply(ApplyRequest {
+                workspace: WorkspaceName::new("prod").unwrap(),
+                files: vec![RepositoryFile {
+                    path: "a.toml".into(),
+                    content: "x".into(),
+                }],
+                force: true,
+                expected_version: Some(3),
+            }),
+        ];
+        for action in actions {
+            let (name, body) = action.encode();
+            assert_eq!(Action::decode(name, &body).unwrap(), action);
+        }
+        assert_eq!(
+            ACTION_TYPES.len(),
+            5,
+            "every Action variant is listed in ACTION_TYPES"
+        );
+    }
+
+    #[test]
+    fn decode_errors_say_what_is_wrong() {
+        let err = Action::decode("drop_everything", b"{}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown action `drop_everything`"), "{err}");
+        assert!(err.contains("create_workspace"), "{err}");
+
+        let err = Action::decode("create_workspace", b"{\"name\": \"../x\"}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid body for action `create_workspace`"),
+            "{err}"
+        );
+        assert!(err.contains("not a valid workspace name"), "{err}");
+
+        let err = Action::decode("create_workspace", b"{nope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not JSON"), "{err}");
+
+        let err = Action::decode("create_workspace", b"{\"name\": \"a\", \"kind\": \"prod\"}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `prod`"), "{err}");
+
+        assert_eq!(
+            Action::decode("list_workspaces", b"").unwrap(),
+            Action::ListWorkspaces(ListWorkspacesRequest {})
+        );
+    }
+
+    #[test]
+    fn list_criteria_forms() {
+        assert_eq!(ListTablesCriteria::decode(b"").unwrap().workspace, None);
+        assert_eq!(
+            ListTablesCriteria::decode(b"prod")
+                .unwrap()
+                .workspace
+                .unwrap()
+                .as_str(),
+            "prod"
+        );
+        assert_eq!(
+            ListTablesCriteria::decode(br#"{"workspace": "prod"}"#)
+                .unwrap()
+                .workspace
+                .unwrap()
+                .as_str(),
+            "prod"
+        );
+        assert!(ListTablesCriteria::decode(b"../x").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! The scheduler's error type and its mapping to gRPC status codes.
+
+use ftab_core::names::{TableName, WorkspaceName};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "workspace `{0}` does not exist; create it with `ftab workspace create {0}` (add --live to ingest into it)"
+    )]
+    WorkspaceNotFound(WorkspaceName),
+
+    #[error("workspace `{0}` already exists")]
+    WorkspaceExists(WorkspaceName),
+
+    #[error("feature table `{table}` does not exist in workspace `{workspace}`; {hint}")]
+    TableNotFound {
+        workspace: WorkspaceName,
+        table: TableName,
+        hint: String,
+    },
+
+    /// A request that is wrong in itself: bad names, bad definitions, bad JSON.
+    #[error(transparent)]
+    Core(#[from] ftab_core::Error),
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// The request is well formed but the state of the system refuses it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    #[error(
+        "workspace `{workspace}` is at version {actual}, but the plan was made against version {expected}; run `ftab plan` again and review the changes"
+    )]
+    VersionConflict {
+        workspace: WorkspaceName,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("{0} is not supported by this server yet")]
+    Unsupported(String),
+
+    #[error("catalog: {0}")]
+    Catalog(#[from] rusqlite::Error),
+
+    #[error("catalog: {0}")]
+    CatalogData(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        use tonic::Code;
+        let code = match &error {
+            Error::WorkspaceNotFound(_) | Error::TableNotFound { .. } => Code::NotFound,
+            Error::WorkspaceExists(_) => Code::AlreadyExists,
+            Error::Core(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::VersionConflict { .. } => Code::Aborted,
+            Error::Unsupported(_) => Code::Unimplemented,
+            Error::Catalog(_) | Error::CatalogData(_) | Error::Internal(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(%error, "request failed");
+        }
+        tonic::Status::new(code, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_the_right_codes_and_keep_their_message() {
+        let ws = WorkspaceName::new("prod").unwrap();
+        let status: tonic::Status = Error::WorkspaceNotFound(ws.clone()).into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().contains("ftab workspace create prod"));
+        let status: tonic::Status = Error::VersionConflict {
+            workspace: ws,
+            expected: 1,
+            actual: 2,
+        }
+        .into();
+        assert_eq!(status.code(), tonic::Code::Aborted);
+        let status: tonic::Status = Error::FailedPrecondition("x".into()).into();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    }
+}

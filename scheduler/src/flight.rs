@@ -1,0 +1,184 @@
+//! The Flight service: decodes requests, hands them to the services that decide, and
+//! encodes their answers. Nothing here decides anything.
+
+use std::pin::Pin;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::Stream;
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::Serialize;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use ftab_core::protocol::{self, ACTION_TYPES, ListTablesCriteria};
+
+use crate::error::Error;
+use crate::workspaces::Workspaces;
+
+type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Largest message accepted (a feature repository is sent whole in one action).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct FlightHandler {
+    workspaces: Workspaces,
+}
+
+impl FlightHandler {
+    pub fn new(workspaces: Workspaces) -> Self {
+        Self { workspaces }
+    }
+
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    async fn run_action(&self, action: protocol::Action) -> Result<Vec<u8>, Error> {
+        use protocol::Action as A;
+        match action {
+            A::Plan(request) => json(&self.workspaces.plan(request).await?),
+            A::Apply(request) => json(&self.workspaces.apply(request).await?),
+            A::CreateWorkspace(request) => json(&self.workspaces.create(request).await?),
+            A::ListWorkspaces(_) => json(&self.workspaces.list().await?),
+            A::DescribeTable(request) => json(&self.workspaces.describe_table(request).await?),
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Internal(format!("cannot encode answer: {e}")))
+}
+
+fn unsupported<T>(call: &str) -> Result<T, Status> {
+    Err(Error::Unsupported(call.to_string()).into())
+}
+
+#[tonic::async_trait]
+impl FlightService for FlightHandler {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoExchangeStream = FlightStream<FlightData>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+
+    /// No authentication yet: the handshake echoes its payload so clients that always
+    /// handshake work.
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.unwrap_or_default();
+        let answer = HandshakeResponse {
+            protocol_version: first.protocol_version,
+            payload: first.payload,
+        };
+        Ok(Response::new(stream::iter([Ok(answer)]).boxed()))
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let criteria = ListTablesCriteria::decode(&request.into_inner().expression)
+            .map_err(Error::InvalidArgument)?;
+        let tables = self.workspaces.list_tables(criteria.workspace).await?;
+        let mut infos = Vec::with_capacity(tables.len());
+        for (listing, schema) in tables {
+            let descriptor = FlightDescriptor::new_path(vec![
+                listing.workspace.to_string(),
+                listing.table.to_string(),
+            ]);
+            let info = FlightInfo::new()
+                .try_with_schema(&schema)
+                .map_err(|e| Error::Internal(format!("cannot encode schema: {e}")))?
+                .with_descriptor(descriptor)
+                .with_app_metadata(json(&listing)?);
+            infos.push(Ok(info));
+        }
+        Ok(Response::new(stream::iter(infos).boxed()))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("GetFlightInfo (training sets)")
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("PollFlightInfo")
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("GetSchema")
+    }
+
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        unsupported("DoGet (training sets)")
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported("DoPut (ingest)")
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("DoExchange (training sets)")
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let Action { r#type, body } = request.into_inner();
+        let action = protocol::Action::decode(&r#type, &body)
+            .map_err(|e| Error::from(ftab_core::Error::from(e)))?;
+        let span = tracing::info_span!("action", action = action.type_name());
+        let answer = self.run_action(action).instrument(span).await?;
+        let result = arrow_flight::Result {
+            body: answer.into(),
+        };
+        let out: BoxStream<'static, Result<arrow_flight::Result, Status>> =
+            stream::iter([Ok(result)]).boxed();
+        Ok(Response::new(out))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = ACTION_TYPES.iter().map(|(name, description)| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        });
+        Ok(Response::new(
+            stream::iter(actions.collect::<Vec<_>>()).boxed(),
+        ))
+    }
+}

@@ -1,0 +1,83 @@
+//! `ftab-scheduler`: the ftab control plane as a process.
+
+use anyhow::Context;
+use clap::Parser;
+use ftab_scheduler::Scheduler;
+use ftab_scheduler::config::{Args, SchedulerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let config = match SchedulerConfig::resolve(args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: invalid log filter {:?} ({e}); using info",
+            config.log
+        );
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: SchedulerConfig) -> anyhow::Result<()> {
+    let scheduler = Scheduler::open(config)
+        .await
+        .context("cannot start the scheduler")?;
+    let listener = scheduler.bind().await?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    // One line on stdout when ready, for people and for scripts that wait on it.
+    println!(
+        "ftab-scheduler ready: flight=http://{addr} data_dir={}",
+        scheduler.config().data_dir.display()
+    );
+    scheduler.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
