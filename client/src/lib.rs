@@ -1,1 +1,203 @@
-//! placeholder
+//! ftab-client: a Rust client of ftab's Flight protocol, and the `ftab` CLI built on it.
+//!
+//! [`FtabClient`] speaks to an `ftab-scheduler` with typed requests and answers from
+//! [`ftab_core::protocol`]; any other Arrow Flight client can do the same with the JSON
+//! shapes in docs/protocol.md.
+
+pub mod cli;
+pub mod output;
+
+use std::time::Duration;
+
+use arrow_flight::error::FlightError;
+use arrow_flight::{FlightClient, FlightInfo};
+use futures::TryStreamExt;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use ftab_core::names::{TableName, WorkspaceName};
+use ftab_core::protocol::{
+    Action, ApplyRequest, ApplyResponse, CreateWorkspaceRequest, DescribeTableRequest,
+    ListTablesCriteria, ListWorkspacesRequest, ListWorkspacesResponse, PlanRequest, PlanResponse,
+    TableDescription, TableListing, WorkspaceInfo, WorkspaceKind,
+};
+use ftab_core::repository::RepositoryFile;
+
+/// Where the CLI looks for a scheduler unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// How long to wait for a connection before saying the scheduler is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the ftab scheduler at {url} ({reason}).\nStart one with `ftab-scheduler` (it listens on 127.0.0.1:50051 and keeps its data in ./ftab-data), or point at a running one with --server URL or FTAB_SERVER."
+    )]
+    Unreachable { url: String, reason: String },
+
+    #[error("invalid server URL `{url}`: {reason}; write it like http://127.0.0.1:50051")]
+    InvalidUrl { url: String, reason: String },
+
+    /// The scheduler answered with an error; its message says what is wrong.
+    #[error("{message}")]
+    Server { code: tonic::Code, message: String },
+
+    #[error("unexpected answer from the scheduler: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    fn from_flight(url: &str, error: FlightError) -> Self {
+        match error {
+            FlightError::Tonic(status) => Self::from_status(url, *status),
+            other => ClientError::Protocol(other.to_string()),
+        }
+    }
+
+    fn from_status(url: &str, status: tonic::Status) -> Self {
+        if status.code() == tonic::Code::Unavailable {
+            return ClientError::Unreachable {
+                url: url.to_string(),
+                reason: status.message().to_string(),
+            };
+        }
+        ClientError::Server {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one ftab scheduler.
+pub struct FtabClient {
+    url: String,
+    flight: FlightClient,
+}
+
+impl FtabClient {
+    /// Connect to the scheduler at `url` (`http://host:port`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let url = url.trim_end_matches('/').to_string();
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| ClientError::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel: Channel = endpoint.connect().await.map_err(|e| {
+            let reason = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
+            ClientError::Unreachable {
+                url: url.clone(),
+                reason,
+            }
+        })?;
+        let flight = FlightClient::new(channel);
+        Ok(Self { url, flight })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Run one DoAction and decode its single JSON answer.
+    pub async fn action<T: DeserializeOwned>(&mut self, action: &Action) -> Result<T> {
+        let (action_type, body) = action.encode();
+        let url = self.url.clone();
+        let results: Vec<bytes::Bytes> = self
+            .flight
+            .do_action(arrow_flight::Action::new(action_type, body))
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?
+            .try_collect()
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?;
+        let [body] = results.as_slice() else {
+            return Err(ClientError::Protocol(format!(
+                "action `{action_type}` answered {} results, expected one",
+                results.len()
+            )));
+        };
+        serde_json::from_slice(body).map_err(|e| {
+            ClientError::Protocol(format!(
+                "action `{action_type}` answer does not decode: {e}"
+            ))
+        })
+    }
+
+    pub async fn create_workspace(
+        &mut self,
+        name: WorkspaceName,
+        kind: WorkspaceKind,
+    ) -> Result<WorkspaceInfo> {
+        self.action(&Action::CreateWorkspace(CreateWorkspaceRequest {
+            name,
+            kind,
+        }))
+        .await
+    }
+
+    pub async fn list_workspaces(&mut self) -> Result<ListWorkspacesResponse> {
+        self.action(&Action::ListWorkspaces(ListWorkspacesRequest {}))
+            .await
+    }
+
+    pub async fn plan(
+        &mut self,
+        workspace: WorkspaceName,
+        files: Vec<RepositoryFile>,
+    ) -> Result<PlanResponse> {
+        self.action(&Action::Plan(PlanRequest { workspace, files }))
+            .await
+    }
+
+    pub async fn apply(&mut self, request: ApplyRequest) -> Result<ApplyResponse> {
+        self.action(&Action::Apply(request)).await
+    }
+
+    pub async fn describe_table(
+        &mut self,
+        workspace: WorkspaceName,
+        table: TableName,
+    ) -> Result<TableDescription> {
+        self.action(&Action::DescribeTable(DescribeTableRequest {
+            workspace,
+            table,
+        }))
+        .await
+    }
+
+    /// The feature tables of one workspace, or of all, with their Arrow schemas
+    /// (ListFlights).
+    pub async fn list_tables(
+        &mut self,
+        workspace: Option<WorkspaceName>,
+    ) -> Result<Vec<(TableListing, arrow_schema::Schema)>> {
+        let criteria = serde_json::to_vec(&ListTablesCriteria { workspace })
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let url = self.url.clone();
+        let infos: Vec<FlightInfo> = self
+            .flight
+            .list_flights(criteria)
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?
+            .try_collect()
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?;
+        infos
+            .into_iter()
+            .map(|info| {
+                let listing: TableListing = serde_json::from_slice(&info.app_metadata)
+                    .map_err(|e| ClientError::Protocol(format!("table listing: {e}")))?;
+                let schema = info
+                    .try_decode_schema()
+                    .map_err(|e| ClientError::Protocol(format!("table schema: {e}")))?;
+                Ok((listing, schema))
+            })
+            .collect()
+    }
+}

@@ -1,1 +1,217 @@
+//! Helpers for ftab's end-to-end tests: start real `ftab-scheduler` processes on free
+//! loopback ports in temporary directories, and run the `ftab` CLI against them.
+//!
+//! The binaries are the ones cargo builds beside the test executable;
+//! `cargo test --workspace` builds them (the scheduler and client packages have
+//! integration tests, which makes cargo build their binaries).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a scheduler may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The path of a workspace binary built by cargo, with a clear message when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace` (which builds every binary) or run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// A running `ftab-scheduler` process, killed when dropped.
+pub struct SchedulerProcess {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    stderr_log: PathBuf,
+}
+
+impl SchedulerProcess {
+    /// Start a scheduler on a free loopback port with its data in `data_dir`, and wait
+    /// until it is ready.
+    pub fn start(data_dir: &Path) -> Self {
+        let stderr_log = data_dir.with_extension("scheduler.log");
+        let log = std::fs::File::create(&stderr_log).expect("create the scheduler log file");
+        let mut child = Command::new(binary("ftab-scheduler"))
+            .args(["--flight-addr", "127.0.0.1:0", "--log", "info"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("FTAB_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start ftab-scheduler");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ftab-scheduler ready: flight=") {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = sender.send(url);
+                }
+            }
+        });
+        let url = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                panic!(
+                    "ftab-scheduler did not become ready within {START_TIMEOUT:?}; its log:\n{log}"
+                );
+            }
+        };
+        Self {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            stderr_log,
+        }
+    }
+
+    /// Run the `ftab` CLI against this scheduler.
+    pub fn ftab(&self, args: &[&str]) -> CliOutput {
+        ftab_with_server(&self.url, args)
+    }
+
+    /// Send SIGTERM and wait for the process to exit; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let mut child = self.child.take().expect("the scheduler is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the scheduler") {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ftab-scheduler did not exit within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The scheduler's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Assert success and return stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "ftab failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Assert the exit code and return stderr.
+    #[track_caller]
+    pub fn fails_with(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit code {code}:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    /// Parse stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Run the `ftab` CLI with `--server url`, stdin closed (not a terminal).
+pub fn ftab_with_server(url: &str, args: &[&str]) -> CliOutput {
+    let output = Command::new(binary("ftab"))
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env_remove("FTAB_WORKSPACE")
+        .env_remove("FTAB_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ftab");
+    CliOutput::from(output)
+}
+
+/// Copy a directory tree (a feature repository) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the directory") {
+        let entry = entry.expect("read a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The `ftab` command line.
+//!
+//! Exit codes (scripts may rely on them): 0 success; 1 the request failed (the scheduler
+//! refused it, the feature repository is invalid, confirmation was not given); 2 the command
+//! line is wrong; 3 the scheduler cannot be reached. With `--output json` results and errors
+//! are printed on stdout as JSON.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use ftab_core::names::{TableName, WorkspaceName};
+use ftab_core::protocol::{ApplyRequest, WorkspaceKind};
+use ftab_core::repository::{self, ReadError};
+
+use crate::{ClientError, DEFAULT_SERVER, FtabClient, output};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ftab",
+    version,
+    about = "ftab: feature tables for training and serving",
+    long_about = "ftab: feature tables for training and serving.\n\nDeclare entities, feature tables and feature services in a feature repository (a directory of TOML files), apply it to a workspace, and ftab keeps the feature values consistent offline (for training) and online (for serving).",
+    after_help = "Getting started:\n  ftab-scheduler &                           # start a scheduler with embedded defaults\n  ftab workspace create prod --live\n  ftab plan examples/feature_repo --workspace prod\n  ftab apply examples/feature_repo --workspace prod --yes\n  ftab tables describe user_login_counts --workspace prod"
+)]
+pub struct Cli {
+    /// The ftab scheduler to talk to.
+    #[arg(long, global = true, env = "FTAB_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+
+    /// How to print results: `text` for people, `json` for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and list workspaces.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+
+    /// Show what `apply` would change in a workspace, and which changes would break stored
+    /// data.
+    Plan(RepositoryArgs),
+
+    /// Apply a feature repository to a workspace: exactly the changes `plan` shows, all at
+    /// once.
+    Apply {
+        #[command(flatten)]
+        repository: RepositoryArgs,
+
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+
+        /// Apply changes that break stored data. The feature tables concerned start on
+        /// fresh, empty storage; their old data is no longer read.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// List and describe feature tables.
+    #[command(subcommand)]
+    Tables(TablesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace: `dev` (definitions only) unless --live (ingests and
+    /// materializes).
+    Create {
+        /// Lowercase letters, digits and `_`, starting with a letter.
+        name: WorkspaceName,
+        /// Make it a live workspace, which ingests and materializes feature values.
+        #[arg(long)]
+        live: bool,
+    },
+    /// List workspaces with their kind and applied version.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TablesCommand {
+    /// List the feature tables of a workspace (of all workspaces without --workspace).
+    List {
+        #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+        workspace: Option<WorkspaceName>,
+    },
+    /// Describe a feature table: schema, keys, ttl, storage.
+    Describe {
+        table: TableName,
+        #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+        workspace: WorkspaceName,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RepositoryArgs {
+    /// The feature repository: a directory of TOML files.
+    #[arg(default_value = ".", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// The workspace to compare with or apply to.
+    #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+    pub workspace: WorkspaceName,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    NotConfirmed(String),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::Unreachable { .. }) => 3,
+            CliError::Client(ClientError::InvalidUrl { .. }) => 2,
+            _ => 1,
+        }
+    }
+
+    /// A short machine-readable name for `--output json`.
+    fn code(&self) -> String {
+        match self {
+            CliError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
+            CliError::Client(ClientError::InvalidUrl { .. }) => "invalid_url".into(),
+            CliError::Client(ClientError::Server { code, .. }) => {
+                let name = format!("{code:?}");
+                let mut snake = String::new();
+                for (i, c) in name.chars().enumerate() {
+                    if c.is_uppercase() && i > 0 {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                }
+                snake
+            }
+            CliError::Client(ClientError::Protocol(_)) => "protocol".into(),
+            CliError::Read(_) => "invalid_repository".into(),
+            CliError::NotConfirmed(_) => "not_confirmed".into(),
+            CliError::Io { .. } => "io".into(),
+        }
+    }
+}
+
+/// Run a parsed command line, print its result or error, and return the exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    let format = cli.output;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match format {
+                OutputFormat::Text => eprintln!("error: {error}"),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({ "error": { "code": error.code(), "message": error.to_string() } })
+                ),
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Print `value` as JSON, or as the text `render` makes of it.
+fn print<T: Serialize>(format: OutputFormat, value: &T, render: impl Fn(&T) -> String) {
+    match format {
+        OutputFormat::Text => print!("{}", render(value)),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("answers serialize to JSON")
+        ),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let format = cli.output;
+    // Read local input before connecting, so its errors come first.
+    let files = match &cli.command {
+        Command::Plan(repository) | Command::Apply { repository, .. } => {
+            Some(repository::read_dir(&repository.dir)?)
+        }
+        _ => None,
+    };
+    let mut client = FtabClient::connect(&cli.server).await?;
+    match cli.command {
+        Command::Workspace(WorkspaceCommand::Create { name, live }) => {
+            let kind = if live {
+                WorkspaceKind::Live
+            } else {
+                WorkspaceKind::Dev
+            };
+            let info = client.create_workspace(name, kind).await?;
+            print(format, &info, |w| {
+                format!("Created {} workspace {}.\n", w.kind.as_str(), w.name)
+            });
+        }
+        Command::Workspace(WorkspaceCommand::List) => {
+            let list = client.list_workspaces().await?;
+            print(format, &list, output::workspaces);
+        }
+        Command::Plan(repository) => {
+            let files = files.expect("read above for plan");
+            let plan = client.plan(repository.workspace, files).await?;
+            print(format, &plan, output::plan);
+        }
+        Command::Apply {
+            repository,
+            yes,
+            force,
+        } => {
+            let files = files.expect("read above for apply");
+            let plan = client
+                .plan(repository.workspace.clone(), files.clone())
+                .await?;
+            if plan.plan.is_empty() {
+                print(format, &plan, output::plan);
+                return Ok(());
+            }
+            if format == OutputFormat::Text {
+                print!("{}", output::plan(&plan));
+            }
+            let refused = plan.plan.breaking().next().is_some() && !force;
+            // A plan the scheduler will refuse is sent without asking, so its refusal
+            // (with the reasons) is what the user sees.
+            if !yes && !refused {
+                confirm(&format!(
+                    "Apply these changes to workspace {}?",
+                    repository.workspace
+                ))?;
+            }
+            let applied = client
+                .apply(ApplyRequest {
+                    workspace: repository.workspace,
+                    files,
+                    force,
+                    expected_version: Some(plan.current_version),
+                })
+                .await?;
+            print(format, &applied, output::apply);
+        }
+        Command::Tables(TablesCommand::List { workspace }) => {
+            let tables = client.list_tables(workspace).await?;
+            let listings: Vec<_> = tables.into_iter().map(|(listing, _)| listing).collect();
+            print(format, &listings, |l| output::tables(l));
+        }
+        Command::Tables(TablesCommand::Describe { table, workspace }) => {
+            let description = client.describe_table(workspace, table).await?;
+            print(format, &description, output::describe);
+        }
+    }
+    Ok(())
+}
+
+/// Ask on the terminal; refuse when there is none.
+fn confirm(question: &str) -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::NotConfirmed(
+            "not applied: stdin is not a terminal, so nobody can confirm; pass --yes to apply without asking".into(),
+        ));
+    }
+    let mut stderr = std::io::stderr();
+    write!(stderr, "{question} [y/N] ").map_err(|source| CliError::Io {
+        what: "ask for confirmation",
+        source,
+    })?;
+    stderr.flush().map_err(|source| CliError::Io {
+        what: "ask for confirmation",
+        source,
+    })?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|source| CliError::Io {
+            what: "read the answer",
+            source,
+        })?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::NotConfirmed("not applied: not confirmed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_parses_and_validates_names() {
+        let cli =
+            Cli::try_parse_from(["ftab", "apply", "repo", "--workspace", "prod", "--yes"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Apply {
+                yes: true,
+                force: false,
+                ..
+            }
+        ));
+        assert_eq!(cli.server, DEFAULT_SERVER);
+
+        let err = Cli::try_parse_from(["ftab", "plan", "--workspace", "../etc"]).unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid workspace name"),
+            "{err}"
+        );
+
+        let cli = Cli::try_parse_from([
+            "ftab",
+            "--output",
+            "json",
+            "workspace",
+            "create",
+            "prod",
+            "--live",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert!(matches!(
+            cli.command,
+            Command::Workspace(WorkspaceCommand::Create { live: true, .. })
+        ));
+    }
+
+    #[test]
+    fn exit_codes_and_json_codes() {
+        let unreachable = CliError::Client(ClientError::Unreachable {
+            url: "http://x".into(),
+            reason: "refused".into(),
+        });
+        assert_eq!(unreachable.exit_code(), 3);
+        let refused = CliError::Client(ClientError::Server {
+            code: tonic::Code::FailedPrecondition,
+            message: "no".into(),
+        });
+        assert_eq!(refused.exit_code(), 1);
+        assert_eq!(refused.code(), "failed_precondition");
+    }
+}

@@ -1,0 +1,49 @@
+//! Runs tests/python/test_flight_protocol.py, which drives a real `ftab-scheduler` with
+//! pyarrow's Flight client alone: ftab's protocol must work for clients ftab did not write.
+//!
+//! Needs python3 with pyarrow and pytest (`pip install -r tests/python/requirements.txt`;
+//! `.ci/run` installs them). Without them the test fails and says so, unless
+//! FTAB_SKIP_PYTHON_TESTS=1 is set, in which case it says clearly that it skipped.
+
+use std::process::Command;
+
+use ftab_e2e::{SchedulerProcess, repo_root};
+
+#[test]
+fn pyarrow_flight_client_speaks_the_protocol() {
+    let probe = Command::new("python3")
+        .args(["-c", "import pyarrow.flight, pytest"])
+        .output();
+    let available = matches!(&probe, Ok(out) if out.status.success());
+    if !available {
+        if std::env::var("FTAB_SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "SKIPPED pyarrow_flight_client_speaks_the_protocol: FTAB_SKIP_PYTHON_TESTS=1 and pyarrow/pytest are not installed"
+            );
+            return;
+        }
+        panic!(
+            "python3 with pyarrow and pytest is needed: run `pip install -r tests/python/requirements.txt` (or set FTAB_SKIP_PYTHON_TESTS=1 to skip). Probe said: {probe:?}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = SchedulerProcess::start(&dir.path().join("data"));
+    let grpc_url = scheduler.url.replacen("http://", "grpc://", 1);
+    let root = repo_root();
+    let output = Command::new("python3")
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(root.join("tests/python/test_flight_protocol.py"))
+        .env("FTAB_FLIGHT_URL", &grpc_url)
+        .env("FTAB_EXAMPLE_REPO", root.join("examples/feature_repo"))
+        .output()
+        .expect("run python3 -m pytest");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the pyarrow client tests failed:\n{stdout}\n{stderr}\nscheduler log:\n{}",
+        scheduler.log()
+    );
+}
