@@ -258,10 +258,6 @@ fn default_true() -> bool {
     true
 }
 
-fn is_true(value: &bool) -> bool {
-    *value
-}
-
 /// A feature table: values computed elsewhere, keyed by entities and a timestamp.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,7 +275,7 @@ pub struct FeatureTable {
     #[serde(default)]
     pub online: bool,
     /// Keep every value in the offline store (for training sets).
-    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    #[serde(default = "default_true")]
     pub offline: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Ttl>,

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# ftab quickstart on the embedded defaults: build, start ftab-scheduler (data in ./ftab-data,
+# Flight on 127.0.0.1:50051), create a live workspace, apply the example feature repository
+# and describe its tables. Every step is a plain `ftab` command, printed before it runs.
+#
+# Environment (all optional):
+#   FTAB_DATA_DIR     data directory            (default ./ftab-data)
+#   FTAB_FLIGHT_ADDR  scheduler address         (default 127.0.0.1:50051; port 0 = any free port)
+#   FTAB_BIN_DIR      use binaries from here instead of building them
+#   FTAB_KEEP_RUNNING=1  leave the scheduler running at the end
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+repo="$root/examples/feature_repo"
+workspace="quickstart"
+
+if [ -z "${FTAB_BIN_DIR:-}" ]; then
+  echo "==> building ftab (first build of the DataFusion/Ballista stack takes a while)"
+  (cd "$root" && cargo build --bins --quiet)
+  FTAB_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/debug"
+fi
+ftab_bin="$FTAB_BIN_DIR/ftab"
+scheduler_bin="$FTAB_BIN_DIR/ftab-scheduler"
+
+log="$(mktemp -t ftab-scheduler.XXXXXX.log)"
+ready="$(mktemp -t ftab-ready.XXXXXX)"
+echo "==> starting ftab-scheduler (log: $log)"
+"$scheduler_bin" >"$ready" 2>"$log" &
+scheduler_pid=$!
+stop() {
+  if [ "${FTAB_KEEP_RUNNING:-0}" != "1" ] && kill -0 "$scheduler_pid" 2>/dev/null; then
+    kill -TERM "$scheduler_pid" && wait "$scheduler_pid" || true
+    echo "==> ftab-scheduler stopped (start it again with: $scheduler_bin)"
+  fi
+  rm -f "$ready"
+}
+trap stop EXIT
+
+url=""
+for _ in $(seq 1 600); do
+  url="$(sed -n 's/^ftab-scheduler ready: flight=\([^ ]*\).*/\1/p' "$ready")"
+  [ -n "$url" ] && break
+  if ! kill -0 "$scheduler_pid" 2>/dev/null; then
+    echo "ftab-scheduler exited before it was ready; its log says:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "ftab-scheduler was not ready after 60s; see $log" >&2; exit 1; }
+echo "    ready at $url"
+export FTAB_SERVER="$url"
+
+run() {
+  echo
+  echo "\$ ftab $*"
+  "$ftab_bin" "$@"
+}
+
+if "$ftab_bin" --output json workspace list | grep -q "\"name\": \"$workspace\""; then
+  echo
+  echo "(workspace $workspace exists from an earlier run)"
+else
+  run workspace create "$workspace" --live
+fi
+run plan "$repo" --workspace "$workspace"
+run apply "$repo" --workspace "$workspace" --yes
+run tables list --workspace "$workspace"
+run tables describe user_login_counts --workspace "$workspace"
+run tables describe user_merchant_stats --workspace "$workspace"
+echo
+echo "==> done: the example feature repository is applied to live workspace '$workspace'."
