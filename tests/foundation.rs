@@ -4,6 +4,15 @@
 
 use ftab_e2e::{SchedulerProcess, copy_dir, ftab_with_server, repo_root};
 
+/// `ftab --output json tables describe TABLE -w prod`.
+fn describe_json(scheduler: &SchedulerProcess, table: &str) -> serde_json::Value {
+    scheduler
+        .ftab(&[
+            "--output", "json", "tables", "describe", table, "-w", "prod",
+        ])
+        .json()
+}
+
 fn example_repo() -> String {
     repo_root()
         .join("examples/feature_repo")
@@ -107,17 +116,7 @@ fn workspaces_plan_apply_describe_and_breaking_changes() {
     ] {
         assert!(text.contains(line), "describe lacks {line:?}:\n{text}");
     }
-    let json = scheduler
-        .ftab(&[
-            "--output",
-            "json",
-            "tables",
-            "describe",
-            "user_merchant_stats",
-            "-w",
-            "prod",
-        ])
-        .json();
+    let json = describe_json(&scheduler, "user_merchant_stats");
     assert_eq!(
         json["join_keys"],
         serde_json::json!(["user_id", "merchant_id"])
@@ -167,17 +166,7 @@ fn workspaces_plan_apply_describe_and_breaking_changes() {
         "the plan shown marks it: {}",
         refused.stdout
     );
-    let json = scheduler
-        .ftab(&[
-            "--output",
-            "json",
-            "tables",
-            "describe",
-            "user_merchant_stats",
-            "-w",
-            "prod",
-        ])
-        .json();
+    let json = describe_json(&scheduler, "user_merchant_stats");
     assert_eq!(json["version"], 1, "the refused apply changed nothing");
 
     // Forced: applied, and the table starts on fresh storage.
@@ -189,17 +178,7 @@ fn workspaces_plan_apply_describe_and_breaking_changes() {
         "{}",
         forced.stdout
     );
-    let json = scheduler
-        .ftab(&[
-            "--output",
-            "json",
-            "tables",
-            "describe",
-            "user_merchant_stats",
-            "-w",
-            "prod",
-        ])
-        .json();
+    let json = describe_json(&scheduler, "user_merchant_stats");
     assert_eq!(
         (json["version"].as_u64(), json["generation"].as_u64()),
         (Some(2), Some(2))
@@ -209,17 +188,7 @@ fn workspaces_plan_apply_describe_and_breaking_changes() {
     let data_dir = scheduler.data_dir.clone();
     assert!(scheduler.terminate(), "ftab-scheduler exits 0 on SIGTERM");
     let restarted = SchedulerProcess::start(&data_dir);
-    let json = restarted
-        .ftab(&[
-            "--output",
-            "json",
-            "tables",
-            "describe",
-            "user_merchant_stats",
-            "-w",
-            "prod",
-        ])
-        .json();
+    let json = describe_json(&restarted, "user_merchant_stats");
     assert_eq!(json["version"], 2);
     let list = restarted.ftab(&["workspace", "list"]);
     assert!(list.ok().contains("prod   live  2"), "{}", list.stdout);

@@ -39,12 +39,21 @@ fn quickstart_applies_the_example_and_can_run_again() {
         "==> done",
         "ftab-scheduler stopped",
     ] {
-        assert!(out.contains(text), "quickstart output lacks {text:?}:\n{out}");
+        assert!(
+            out.contains(text),
+            "quickstart output lacks {text:?}:\n{out}"
+        );
     }
-    assert!(data_dir.join("catalog.db").exists(), "the catalog is in the data directory");
+    assert!(
+        data_dir.join("catalog.db").exists(),
+        "the catalog is in the data directory"
+    );
 
     let (ok, out) = run_quickstart(&data_dir);
     assert!(ok, "second quickstart failed:\n{out}");
     assert!(out.contains("exists from an earlier run"), "{out}");
-    assert!(out.contains("No changes: workspace quickstart (live, version 1)"), "{out}");
+    assert!(
+        out.contains("No changes: workspace quickstart (live, version 1)"),
+        "{out}"
+    );
 }
