@@ -104,10 +104,11 @@ impl SchedulerProcess {
     /// Send SIGTERM and wait for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
         let mut child = self.child.take().expect("the scheduler is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+        // The shell's own `kill`, so no procps package is needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", child.id())])
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill -TERM failed");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
