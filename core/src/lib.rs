@@ -15,6 +15,7 @@ pub mod names;
 pub mod protocol;
 pub mod repository;
 pub mod storage;
+pub mod validate;
 
 pub use definitions::{Definitions, Problem};
 pub use names::NameError;
