@@ -11,7 +11,9 @@
 
 pub mod definitions;
 pub mod diff;
+pub mod ids;
 pub mod names;
+pub mod online;
 pub mod protocol;
 pub mod repository;
 pub mod storage;

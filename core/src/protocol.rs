@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::definitions::{Column, FeatureTable};
+use crate::ids::{IngestId, JobId};
 use crate::diff::Plan;
 use crate::names::{TableName, WorkspaceName};
 use crate::repository::RepositoryFile;
@@ -52,6 +55,10 @@ pub enum Action {
     CreateWorkspace(CreateWorkspaceRequest),
     ListWorkspaces(ListWorkspacesRequest),
     DescribeTable(DescribeTableRequest),
+    ListJobs(ListJobsRequest),
+    GetJob(JobRequest),
+    CancelJob(JobRequest),
+    RetryJob(JobRequest),
 }
 
 /// The action types this protocol version knows, for messages and `ListActions`.
@@ -64,6 +71,10 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     ("create_workspace", "Create a live or dev workspace"),
     ("list_workspaces", "List workspaces"),
     ("describe_table", "Describe a feature table of a workspace"),
+    ("list_jobs", "List jobs, newest first"),
+    ("get_job", "Show one job: state, steps, counts, last error"),
+    ("cancel_job", "Cancel a queued or running job"),
+    ("retry_job", "Run a failed or cancelled job again"),
 ];
 
 /// A DoAction request that could not be decoded.
@@ -92,6 +103,10 @@ impl Action {
             Action::CreateWorkspace(_) => "create_workspace",
             Action::ListWorkspaces(_) => "list_workspaces",
             Action::DescribeTable(_) => "describe_table",
+            Action::ListJobs(_) => "list_jobs",
+            Action::GetJob(_) => "get_job",
+            Action::CancelJob(_) => "cancel_job",
+            Action::RetryJob(_) => "retry_job",
         }
     }
 
@@ -226,6 +241,149 @@ pub struct TableDescription {
     pub offline_location: String,
 }
 
+/// A Flight descriptor command (`FlightDescriptor::cmd`): JSON with one key naming the
+/// command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Ingest(IngestCommand),
+}
+
+impl Command {
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidBody {
+            action: "command".into(),
+            message: format!(
+                "{e}; a command is JSON such as {{\"ingest\": {{\"workspace\": \"prod\", \"table\": \"t\"}}}}"
+            ),
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("protocol types serialize to JSON")
+    }
+}
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+/// DoPut `{"ingest": ...}`: push one dataframe into one feature table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestCommand {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    /// A retried upload with the same key is a no-op answering the first ingest's ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Drop columns the table does not have instead of refusing the ingest.
+    #[serde(default)]
+    pub drop_extra_columns: bool,
+}
+
+/// The PutResult `app_metadata` of an accepted ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestResult {
+    pub ingest_id: IngestId,
+    pub job_id: JobId,
+    pub rows: u64,
+    /// The ingest's sequence number in its table: later ingests win ties.
+    pub seq: u64,
+    /// True when the idempotency key matched an earlier ingest and nothing was stored.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Ingest,
+    Backfill,
+    OnlineResync,
+    Compact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Done,
+    /// Not needed for this table (e.g. the online load of an offline-only table).
+    Skipped,
+}
+
+/// What a job has counted so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCounts {
+    pub rows_received: u64,
+    pub duplicates_dropped: u64,
+    pub offline_rows_committed: u64,
+    pub online_rows_written: u64,
+    pub online_skipped_older: u64,
+    pub online_skipped_expired: u64,
+}
+
+/// A job as `get_job` and `list_jobs` answer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job_id: JobId,
+    pub kind: JobKind,
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_id: Option<IngestId>,
+    pub state: JobState,
+    pub attempts: u32,
+    /// Each step in order, and how far it is.
+    pub steps: BTreeMap<String, StepState>,
+    pub counts: JobCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobsRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// At most this many, newest first (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListJobsResponse {
+    pub jobs: Vec<JobInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub job_id: JobId,
+}
+
 /// The criteria of ListFlights: the feature tables of one workspace, or of all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,7 +459,7 @@ mod tests {
         }
         assert_eq!(
             ACTION_TYPES.len(),
-            5,
+            9,
             "every Action variant is listed in ACTION_TYPES"
         );
     }
@@ -337,6 +495,19 @@ mod tests {
             Action::decode("list_workspaces", b"").unwrap(),
             Action::ListWorkspaces(ListWorkspacesRequest {})
         );
+    }
+
+    #[test]
+    fn commands_decode_with_helpful_errors() {
+        let command = Command::decode(br#"{"ingest": {"workspace": "prod", "table": "t", "idempotency_key": "k1"}}"#).unwrap();
+        let Command::Ingest(ingest) = &command;
+        assert_eq!(ingest.idempotency_key.as_deref(), Some("k1"));
+        assert!(!ingest.drop_extra_columns);
+        assert_eq!(Command::decode(&command.encode()).unwrap(), command);
+        let err = Command::decode(br#"{"ingest": {"workspace": "prod"}}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `table`"), "{err}");
+        let err = Command::decode(b"SELECT 1").unwrap_err().to_string();
+        assert!(err.contains("a command is JSON such as"), "{err}");
     }
 
     #[test]

@@ -10,9 +10,15 @@
 //! escape its prefix. The generation changes when a forced apply breaks a table, so data
 //! written under the old definition is never read as the new one (docs/catalog.md).
 
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path;
 use url::Url;
 
 use crate::Error;
+use crate::ids::IngestId;
 use crate::names::{TableName, WorkspaceName};
 
 /// URL schemes ftab can store data under.
@@ -77,10 +83,72 @@ impl StorageLayout {
         self.join(&format!("staging/{workspace}/{table}/"))
     }
 
+    /// Open the object store the layout lives in. Credentials and options for cloud stores
+    /// come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as object_store's
+    /// builders name them.
+    pub fn open(&self) -> Result<ObjectStorage, Error> {
+        let options = std::env::vars().filter_map(|(key, value)| {
+            let lower = key.to_ascii_lowercase();
+            ["aws_", "google_", "azure_"]
+                .iter()
+                .any(|p| lower.starts_with(p))
+                .then_some((lower, value))
+        });
+        let (store, root) = object_store::parse_url_opts(&self.root, options).map_err(|e| {
+            Error::StorageLocation {
+                location: self.root.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(ObjectStorage {
+            store: Arc::from(store),
+            root,
+        })
+    }
+
     fn join(&self, relative: &str) -> Url {
         self.root
             .join(relative)
             .expect("a relative path of validated names joins onto a base URL")
+    }
+}
+
+/// The object store under a [`StorageLayout`], with the paths ftab writes.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage {
+    pub store: Arc<dyn ObjectStore>,
+    root: Path,
+}
+
+impl ObjectStorage {
+    /// Where one ingest's validated data is staged.
+    pub fn staging_prefix(&self, workspace: &WorkspaceName, table: &TableName, ingest: &IngestId) -> Path {
+        self.path(&["staging", workspace.as_str(), table.as_str(), &ingest.to_string()])
+    }
+
+    fn path(&self, parts: &[&str]) -> Path {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.join(*part);
+        }
+        path
+    }
+
+    /// Every object under `prefix`.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, object_store::Error> {
+        self.store.list(Some(prefix)).try_collect().await
+    }
+
+    /// Delete every object under `prefix` (nothing there is fine).
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize, object_store::Error> {
+        let objects = self.list(prefix).await?;
+        for object in &objects {
+            match self.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(objects.len())
     }
 }
 
@@ -127,6 +195,26 @@ mod tests {
         );
         let relative = StorageLayout::new("ftab-data/store").unwrap();
         assert!(relative.root().path().ends_with("/ftab-data/store/"));
+    }
+
+    #[tokio::test]
+    async fn staging_paths_list_and_delete() {
+        let (ws, t) = names();
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageLayout::new(dir.path().to_str().unwrap()).unwrap().open().unwrap();
+        let ingest = IngestId::generate();
+        let prefix = storage.staging_prefix(&ws, &t, &ingest);
+        storage
+            .store
+            .put(&prefix.clone().join("part-0.parquet"), bytes::Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+        let on_disk = dir.path().join(format!("staging/prod/user_counts/{ingest}/part-0.parquet"));
+        assert!(on_disk.exists(), "{}", on_disk.display());
+        assert_eq!(storage.list(&prefix).await.unwrap().len(), 1);
+        assert_eq!(storage.delete_prefix(&prefix).await.unwrap(), 1);
+        assert!(!on_disk.exists());
+        assert_eq!(storage.delete_prefix(&prefix).await.unwrap(), 0);
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! The online store: one record per (workspace, table, join keys) holding the latest
+//! feature values with their `timestamp` and `_seq`.
+//!
+//! A write lands only if its (timestamp, `_seq`) is greater than the stored one, decided
+//! atomically by the store; a row older than now minus the ttl is not written, and a read
+//! never returns a value older than now minus the ttl (DESIGN.md, "Online store").
+//!
+//! Backends: [`embedded`] (redb, the single-machine default). Aerospike implements the
+//! same trait.
+
+pub mod embedded;
+mod encoding;
+
+use datafusion::arrow::array::RecordBatch;
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::definitions::{Definitions, FeatureTable, ValueType};
+use crate::names::{TableName, WorkspaceName};
+
+pub use encoding::KeyValue;
+
+/// Which table a write or read is about, with the types the records are encoded by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineTable {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    pub generation: u64,
+    /// Join key names and types, in the table's key order.
+    pub keys: Vec<(String, ValueType)>,
+    /// Feature names and types, in schema order.
+    pub features: Vec<(String, ValueType)>,
+    pub timestamp_field: String,
+    pub ttl_micros: Option<i64>,
+}
+
+impl OnlineTable {
+    pub fn new(
+        workspace: WorkspaceName,
+        table: &FeatureTable,
+        definitions: &Definitions,
+        generation: u64,
+    ) -> Self {
+        let column_type = |name: &str| {
+            table
+                .column(name)
+                .map(|c| c.value_type.clone())
+                .unwrap_or(ValueType::String)
+        };
+        Self {
+            workspace,
+            table: table.name.clone(),
+            generation,
+            keys: table
+                .join_keys(definitions)
+                .into_iter()
+                .map(|k| (k.to_string(), column_type(k.as_str())))
+                .collect(),
+            features: table
+                .features(definitions)
+                .into_iter()
+                .map(|c| (c.name.to_string(), c.value_type.clone()))
+                .collect(),
+            timestamp_field: table.timestamp_field.to_string(),
+            ttl_micros: table.ttl.map(|t| t.micros()),
+        }
+    }
+
+    /// A name unique to (workspace, table, generation), usable as a key-space name.
+    pub fn namespace(&self) -> String {
+        format!("{}/{}/g{}", self.workspace, self.table, self.generation)
+    }
+
+    /// The oldest timestamp still live at `now_micros`.
+    pub fn live_after(&self, now_micros: i64) -> Option<i64> {
+        self.ttl_micros.map(|ttl| now_micros.saturating_sub(ttl))
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteCounts {
+    pub written: u64,
+    /// Not written: the stored record is newer or equal by (timestamp, `_seq`).
+    pub skipped_older: u64,
+    /// Not written: older than now minus the ttl.
+    pub skipped_expired: u64,
+}
+
+impl std::ops::AddAssign for WriteCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.written += other.written;
+        self.skipped_older += other.skipped_older;
+        self.skipped_expired += other.skipped_expired;
+    }
+}
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnlineRecord {
+    /// UTC microseconds.
+    pub timestamp: i64,
+    pub seq: u64,
+    /// Feature values by name, as JSON (null for nulls).
+    pub features: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    #[error("online store: {0}")]
+    Store(String),
+    #[error("online store: invalid rows: {0}")]
+    InvalidRows(String),
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+}
+
+/// An online store backend.
+pub trait OnlineStore: Send + Sync + std::fmt::Debug {
+    /// Write the latest row per key of one ingest. `rows` holds the join key columns, the
+    /// timestamp field (UTC µs) and the feature columns by name; at most one row per key.
+    /// Each record lands only if (timestamp, `seq`) is newer than what is stored, and only
+    /// if the timestamp is not older than `now_micros` minus the ttl.
+    fn write_latest<'a>(
+        &'a self,
+        table: &'a OnlineTable,
+        rows: &'a RecordBatch,
+        seq: u64,
+        now_micros: i64,
+    ) -> BoxFuture<'a, Result<WriteCounts, OnlineError>>;
+
+    /// Read the records of `keys` (each a full set of join key values in key order);
+    /// `None` where there is none, or it is older than `now_micros` minus the ttl.
+    fn read<'a>(
+        &'a self,
+        table: &'a OnlineTable,
+        keys: &'a [Vec<KeyValue>],
+        now_micros: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<OnlineRecord>>, OnlineError>>;
+}
