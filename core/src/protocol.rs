@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::definitions::{Column, FeatureTable};
-use crate::ids::{IngestId, JobId};
 use crate::diff::Plan;
+use crate::ids::{IngestId, JobId};
 use crate::names::{TableName, WorkspaceName};
 use crate::repository::RepositoryFile;
 
@@ -315,7 +315,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_final(&self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -499,12 +502,17 @@ mod tests {
 
     #[test]
     fn commands_decode_with_helpful_errors() {
-        let command = Command::decode(br#"{"ingest": {"workspace": "prod", "table": "t", "idempotency_key": "k1"}}"#).unwrap();
+        let command = Command::decode(
+            br#"{"ingest": {"workspace": "prod", "table": "t", "idempotency_key": "k1"}}"#,
+        )
+        .unwrap();
         let Command::Ingest(ingest) = &command;
         assert_eq!(ingest.idempotency_key.as_deref(), Some("k1"));
         assert!(!ingest.drop_extra_columns);
         assert_eq!(Command::decode(&command.encode()).unwrap(), command);
-        let err = Command::decode(br#"{"ingest": {"workspace": "prod"}}"#).unwrap_err().to_string();
+        let err = Command::decode(br#"{"ingest": {"workspace": "prod"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `table`"), "{err}");
         let err = Command::decode(b"SELECT 1").unwrap_err().to_string();
         assert!(err.contains("a command is JSON such as"), "{err}");

@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::Error;
@@ -100,9 +100,12 @@ impl StorageLayout {
                 reason: e.to_string(),
             }
         })?;
+        let mut base = self.root.clone();
+        base.set_path("/");
         Ok(ObjectStorage {
             store: Arc::from(store),
             root,
+            base,
         })
     }
 
@@ -118,12 +121,36 @@ impl StorageLayout {
 pub struct ObjectStorage {
     pub store: Arc<dyn ObjectStore>,
     root: Path,
+    /// `scheme://authority/`: the URL the store is registered under.
+    base: Url,
 }
 
 impl ObjectStorage {
     /// Where one ingest's validated data is staged.
-    pub fn staging_prefix(&self, workspace: &WorkspaceName, table: &TableName, ingest: &IngestId) -> Path {
-        self.path(&["staging", workspace.as_str(), table.as_str(), &ingest.to_string()])
+    pub fn staging_prefix(
+        &self,
+        workspace: &WorkspaceName,
+        table: &TableName,
+        ingest: &IngestId,
+    ) -> Path {
+        self.path(&[
+            "staging",
+            workspace.as_str(),
+            table.as_str(),
+            &ingest.to_string(),
+        ])
+    }
+
+    /// `scheme://authority/`, the URL to register the store under in DataFusion.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// The URL of a directory-like prefix in this store, with a trailing `/`.
+    pub fn directory_url(&self, prefix: &Path) -> Url {
+        self.base
+            .join(&format!("{prefix}/"))
+            .expect("an object store path joins onto its store's base URL")
     }
 
     fn path(&self, parts: &[&str]) -> Path {
@@ -135,7 +162,10 @@ impl ObjectStorage {
     }
 
     /// Every object under `prefix`.
-    pub async fn list(&self, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, object_store::Error> {
+    pub async fn list(
+        &self,
+        prefix: &Path,
+    ) -> Result<Vec<object_store::ObjectMeta>, object_store::Error> {
         self.store.list(Some(prefix)).try_collect().await
     }
 
@@ -201,17 +231,31 @@ mod tests {
     async fn staging_paths_list_and_delete() {
         let (ws, t) = names();
         let dir = tempfile::tempdir().unwrap();
-        let storage = StorageLayout::new(dir.path().to_str().unwrap()).unwrap().open().unwrap();
+        let storage = StorageLayout::new(dir.path().to_str().unwrap())
+            .unwrap()
+            .open()
+            .unwrap();
         let ingest = IngestId::generate();
         let prefix = storage.staging_prefix(&ws, &t, &ingest);
         storage
             .store
-            .put(&prefix.clone().join("part-0.parquet"), bytes::Bytes::from_static(b"x").into())
+            .put(
+                &prefix.clone().join("part-0.parquet"),
+                bytes::Bytes::from_static(b"x").into(),
+            )
             .await
             .unwrap();
-        let on_disk = dir.path().join(format!("staging/prod/user_counts/{ingest}/part-0.parquet"));
+        let on_disk = dir
+            .path()
+            .join(format!("staging/prod/user_counts/{ingest}/part-0.parquet"));
         assert!(on_disk.exists(), "{}", on_disk.display());
         assert_eq!(storage.list(&prefix).await.unwrap().len(), 1);
+        let url = storage.directory_url(&prefix);
+        assert_eq!(
+            url.to_file_path().unwrap(),
+            dir.path()
+                .join(format!("staging/prod/user_counts/{ingest}"))
+        );
         assert_eq!(storage.delete_prefix(&prefix).await.unwrap(), 1);
         assert!(!on_disk.exists());
         assert_eq!(storage.delete_prefix(&prefix).await.unwrap(), 0);

@@ -100,6 +100,11 @@ impl SchedulerConfig {
         self.data_dir.join("catalog.db")
     }
 
+    /// The embedded online store's database file.
+    pub fn online_store_path(&self) -> PathBuf {
+        self.data_dir.join("online.redb")
+    }
+
     /// The object store root as given, or `<data_dir>/store`.
     pub fn storage_location(&self) -> String {
         match &self.storage {

@@ -1,5 +1,6 @@
 //! The scheduler's error type and its mapping to gRPC status codes.
 
+use ftab_core::ids::JobId;
 use ftab_core::names::{TableName, WorkspaceName};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -20,6 +21,9 @@ pub enum Error {
         table: TableName,
         hint: String,
     },
+
+    #[error("job {0} does not exist; `ftab jobs list` shows the jobs")]
+    JobNotFound(JobId),
 
     /// A request that is wrong in itself: bad names, bad definitions, bad JSON.
     #[error(transparent)]
@@ -58,7 +62,9 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         use tonic::Code;
         let code = match &error {
-            Error::WorkspaceNotFound(_) | Error::TableNotFound { .. } => Code::NotFound,
+            Error::WorkspaceNotFound(_) | Error::TableNotFound { .. } | Error::JobNotFound(_) => {
+                Code::NotFound
+            }
             Error::WorkspaceExists(_) => Code::AlreadyExists,
             Error::Core(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,

@@ -14,9 +14,15 @@ use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use ftab_core::protocol::{self, ACTION_TYPES, ListTablesCriteria};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use futures::TryStreamExt;
+
+use ftab_core::protocol::{self, ACTION_TYPES, Command, ListTablesCriteria};
 
 use crate::error::Error;
+use crate::ingest::Ingests;
+use crate::jobs::Jobs;
 use crate::workspaces::Workspaces;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -27,11 +33,17 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct FlightHandler {
     workspaces: Workspaces,
+    ingests: Ingests,
+    jobs: Jobs,
 }
 
 impl FlightHandler {
-    pub fn new(workspaces: Workspaces) -> Self {
-        Self { workspaces }
+    pub fn new(workspaces: Workspaces, ingests: Ingests, jobs: Jobs) -> Self {
+        Self {
+            workspaces,
+            ingests,
+            jobs,
+        }
     }
 
     pub fn into_server(self) -> FlightServiceServer<Self> {
@@ -48,6 +60,10 @@ impl FlightHandler {
             A::CreateWorkspace(request) => json(&self.workspaces.create(request).await?),
             A::ListWorkspaces(_) => json(&self.workspaces.list().await?),
             A::DescribeTable(request) => json(&self.workspaces.describe_table(request).await?),
+            A::ListJobs(request) => json(&self.jobs.list(request).await?),
+            A::GetJob(request) => json(&self.jobs.get(&request.job_id).await?),
+            A::CancelJob(request) => json(&self.jobs.cancel(&request.job_id).await?),
+            A::RetryJob(request) => json(&self.jobs.retry(&request.job_id).await?),
         }
     }
 }
@@ -138,9 +154,47 @@ impl FlightService for FlightHandler {
 
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        unsupported("DoPut (ingest)")
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Error::InvalidArgument(
+                "DoPut sent no messages; send a FlightDescriptor with a command, then the data"
+                    .into(),
+            )
+        })?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Error::InvalidArgument("the first DoPut message must carry a FlightDescriptor whose cmd is an ftab command".into())
+        })?;
+        let command =
+            Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_core::Error::from(e)))?;
+        match command {
+            Command::Ingest(ingest) => {
+                let span = tracing::info_span!("ingest", workspace = %ingest.workspace, table = %ingest.table);
+                let data = stream::once(async { Ok(first) })
+                    .chain(incoming.map_err(|status| FlightError::Tonic(Box::new(status))));
+                let batches =
+                    FlightRecordBatchStream::new_from_flight_data(data).map_err(|e| match e {
+                        FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
+                            Error::InvalidArgument(
+                                "the upload was cancelled by the client; nothing was stored".into(),
+                            )
+                        }
+                        other => Error::InvalidArgument(format!(
+                            "cannot decode the uploaded data: {other}; nothing was stored"
+                        )),
+                    });
+                let result = self
+                    .ingests
+                    .ingest(ingest, Box::pin(batches))
+                    .instrument(span)
+                    .await?;
+                let answer = PutResult {
+                    app_metadata: json(&result)?.into(),
+                };
+                Ok(Response::new(stream::iter([Ok(answer)]).boxed()))
+            }
+        }
     }
 
     async fn do_exchange(

@@ -11,12 +11,18 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod ingest;
+pub mod jobs;
 pub mod workspaces;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use ftab_core::storage::StorageLayout;
+use ftab_core::online::OnlineStore;
+use ftab_core::online::embedded::EmbeddedStore;
+use ftab_core::storage::{ObjectStorage, StorageLayout};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::SchedulerConfig;
@@ -24,13 +30,19 @@ pub use error::{Error, Result};
 
 use crate::catalog::Catalog;
 use crate::flight::FlightHandler;
+use crate::ingest::Ingests;
+use crate::jobs::{JobRunner, Jobs, RetryPolicy};
 use crate::workspaces::Workspaces;
 
-/// A scheduler with its catalog open, ready to serve.
+/// A scheduler with its catalog, object store and online store open, ready to serve.
 pub struct Scheduler {
     config: SchedulerConfig,
     storage: StorageLayout,
+    objects: ObjectStorage,
+    catalog: Catalog,
+    online: Arc<dyn OnlineStore>,
     workspaces: Workspaces,
+    retry: RetryPolicy,
 }
 
 impl Scheduler {
@@ -47,16 +59,33 @@ impl Scheduler {
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(&catalog_path))
             .await
             .map_err(|e| Error::Internal(format!("catalog open task failed: {e}")))??;
+        let objects = storage.open()?;
+        let online_path = config.online_store_path();
+        let online = tokio::task::spawn_blocking(move || EmbeddedStore::open(&online_path))
+            .await
+            .map_err(|e| Error::Internal(format!("online store open task failed: {e}")))?
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
         tracing::info!(
             data_dir = %config.data_dir.display(),
             storage = %storage.root(),
-            "catalog open"
+            online_store = %config.online_store_path().display(),
+            "catalog, object store and online store open"
         );
         Ok(Self {
-            workspaces: Workspaces::new(catalog, storage.clone()),
+            workspaces: Workspaces::new(catalog.clone(), storage.clone()),
+            catalog,
+            objects,
+            online: Arc::new(online),
             storage,
             config,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// Use another retry policy for failed job attempts.
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     pub fn config(&self) -> &SchedulerConfig {
@@ -81,18 +110,46 @@ impl Scheduler {
         })
     }
 
-    /// Serve the Flight protocol on `listener` until `shutdown` completes; requests in
-    /// flight are finished first.
+    /// Serve the Flight protocol on `listener` and run jobs until `shutdown` completes;
+    /// requests in flight are finished first, and a job in progress resumes at the next
+    /// start.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let handler = FlightHandler::new(self.workspaces);
-        tonic::transport::Server::builder()
+        let waiting = Arc::new(Notify::new());
+        let runner = JobRunner::new(
+            self.catalog.clone(),
+            self.storage.clone(),
+            self.objects.clone(),
+            self.online.clone(),
+            waiting.clone(),
+            self.retry,
+        );
+        let (stop_jobs, jobs_stopped) = watch::channel(false);
+        let runner = tokio::spawn(runner.run(jobs_stopped));
+        let handler = FlightHandler::new(
+            self.workspaces,
+            Ingests::new(self.catalog.clone(), self.objects.clone(), waiting.clone()),
+            Jobs::new(self.catalog, waiting),
+        );
+        let served = tonic::transport::Server::builder()
             .add_service(handler.into_server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                let _ = stop_jobs.send(true);
+            })
             .await
-            .map_err(|e| Error::Internal(format!("Flight server failed: {e}")))
+            .map_err(|e| Error::Internal(format!("Flight server failed: {e}")));
+        if let Err(e) = runner.await {
+            tracing::error!("the job runner stopped abnormally: {e}");
+        }
+        served
+    }
+
+    /// The online store, for reads (`ftab get`) and tests.
+    pub fn online_store(&self) -> Arc<dyn OnlineStore> {
+        self.online.clone()
     }
 }

@@ -236,7 +236,10 @@ fn info(state: &WorkspaceState) -> WorkspaceInfo {
     }
 }
 
-fn find_table<'a>(state: &'a WorkspaceState, name: &TableName) -> Result<&'a FeatureTable> {
+pub(crate) fn find_table<'a>(
+    state: &'a WorkspaceState,
+    name: &TableName,
+) -> Result<&'a FeatureTable> {
     state
         .definitions
         .feature_table(name.as_str())

@@ -1,62 +1,11 @@
 //! The Flight service in-process on a free loopback port, spoken to with arrow-flight's
 //! generic client and raw JSON, as any Flight client would.
 
-use arrow_flight::{Action, FlightClient, FlightDescriptor, PutResult};
-use ftab_scheduler::{Scheduler, SchedulerConfig};
-use futures::{StreamExt, TryStreamExt};
-use tokio::sync::oneshot;
+mod common;
 
-struct Running {
-    client: FlightClient,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let config = SchedulerConfig {
-        data_dir: dir.path().join("data"),
-        flight_addr: "127.0.0.1:0".parse().unwrap(),
-        ..SchedulerConfig::default()
-    };
-    let scheduler = Scheduler::open(config).await.unwrap();
-    let listener = scheduler.bind().await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(scheduler.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Running {
-        client: FlightClient::new(channel),
-        stop: Some(stop),
-        server,
-        _dir: dir,
-    }
-}
-
-async fn raw_action(
-    client: &mut FlightClient,
-    name: &str,
-    body: &str,
-) -> Result<serde_json::Value, tonic::Status> {
-    let results: Vec<bytes::Bytes> =
-        match client.do_action(Action::new(name, body.to_string())).await {
-            Ok(stream) => stream.try_collect().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| match e {
-            arrow_flight::error::FlightError::Tonic(status) => *status,
-            other => panic!("unexpected error {other}"),
-        })?;
-    assert_eq!(results.len(), 1);
-    Ok(serde_json::from_slice(&results[0]).unwrap())
-}
+use arrow_flight::FlightDescriptor;
+use common::{raw_action, start};
+use futures::TryStreamExt;
 
 #[tokio::test]
 async fn raw_json_actions_and_status_codes() {
@@ -119,21 +68,33 @@ async fn raw_json_actions_and_status_codes() {
 
     assert_eq!(client.handshake("hello").await.unwrap(), "hello");
 
-    // Calls of later capabilities say so rather than pretending.
-    let put = client
-        .do_put(futures::stream::iter([Ok(arrow_flight::FlightData::new()
-            .with_descriptor(FlightDescriptor::new_cmd(b"{}".to_vec())))]))
-        .await;
-    let status = match put {
-        Ok(mut stream) => match stream.next().await {
-            Some(Err(arrow_flight::error::FlightError::Tonic(status))) => *status,
-            other => panic!("expected an error, got {other:?}"),
-        },
-        Err(arrow_flight::error::FlightError::Tonic(status)) => *status,
-        Err(other) => panic!("unexpected error {other}"),
-    };
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
-    let _: Option<PutResult> = None;
+    // Training sets arrive later: the call says so rather than pretending.
+    let status = client
+        .get_flight_info(FlightDescriptor::new_cmd(b"{}".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(
+        status
+            .to_string()
+            .contains("not supported by this server yet"),
+        "{status}"
+    );
+
+    // A DoPut whose command is not an ftab command is refused with an example.
+    let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(vec![1])) as _,
+    )])
+    .unwrap();
+    let put = common::put(client, serde_json::json!({"upload": {}}), vec![batch])
+        .await
+        .unwrap_err();
+    assert_eq!(put.code(), tonic::Code::InvalidArgument);
+    assert!(
+        put.message().contains("a command is JSON such as"),
+        "{}",
+        put.message()
+    );
 
     // Graceful shutdown ends the server task without error.
     running.stop.take().unwrap().send(()).unwrap();

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -40,29 +41,47 @@ impl EmbeddedStore {
         seq: u64,
         now_micros: i64,
     ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), OnlineError> {
-        let column = |name: &str| -> Result<&ArrayRef, OnlineError> {
-            rows.column_by_name(name)
-                .ok_or_else(|| OnlineError::InvalidRows(format!("no column `{name}`")))
+        // Each column as exactly the type the encoding reads (e.g. string views as strings).
+        let column = |name: &str, value_type: &ValueType| -> Result<ArrayRef, OnlineError> {
+            let array = rows
+                .column_by_name(name)
+                .ok_or_else(|| OnlineError::InvalidRows(format!("no column `{name}`")))?;
+            cast(array, &value_type.to_arrow()).map_err(|e| {
+                OnlineError::InvalidRows(format!("column `{name}` is not {value_type}: {e}"))
+            })
         };
-        let keys: Vec<(&ArrayRef, &ValueType)> = table
+        let key_arrays: Vec<ArrayRef> = table
             .keys
             .iter()
-            .map(|(name, t)| Ok((column(name)?, t)))
-            .collect::<Result<_, OnlineError>>()?;
-        let features: Vec<(&ArrayRef, &ValueType)> = table
+            .map(|(n, t)| column(n, t))
+            .collect::<Result<_, _>>()?;
+        let feature_arrays: Vec<ArrayRef> = table
             .features
             .iter()
-            .map(|(name, t)| Ok((column(name)?, t)))
-            .collect::<Result<_, OnlineError>>()?;
-        let timestamps = column(&table.timestamp_field)?
+            .map(|(n, t)| column(n, t))
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<(&ArrayRef, &ValueType)> = key_arrays
+            .iter()
+            .zip(table.keys.iter().map(|(_, t)| t))
+            .collect();
+        let features: Vec<(&ArrayRef, &ValueType)> = feature_arrays
+            .iter()
+            .zip(table.features.iter().map(|(_, t)| t))
+            .collect();
+        let timestamp_array = column(&table.timestamp_field, &ValueType::Timestamp)?;
+        let timestamps = timestamp_array
             .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| OnlineError::InvalidRows("the timestamp column is not UTC microseconds".into()))?;
+            .ok_or_else(|| {
+                OnlineError::InvalidRows("the timestamp column is not UTC microseconds".into())
+            })?;
         let live_after = table.live_after(now_micros);
         let mut encoded = Vec::with_capacity(rows.num_rows());
         let mut expired = 0;
         for row in 0..rows.num_rows() {
             if timestamps.is_null(row) {
-                return Err(OnlineError::InvalidRows(format!("null timestamp at row {row}")));
+                return Err(OnlineError::InvalidRows(format!(
+                    "null timestamp at row {row}"
+                )));
             }
             let timestamp = timestamps.value(row);
             if live_after.is_some_and(|after| timestamp < after) {
@@ -91,30 +110,35 @@ impl OnlineStore for EmbeddedStore {
             let (encoded, expired) = Self::encode_rows(table, rows, seq, now_micros)?;
             let db = self.db.clone();
             let namespace = table.namespace();
-            let mut counts = tokio::task::spawn_blocking(move || -> Result<WriteCounts, OnlineError> {
-                let definition = TableDefinition::<&[u8], &[u8]>::new(&namespace);
-                let txn = db.begin_write().map_err(store_error)?;
-                let mut counts = WriteCounts::default();
-                {
-                    let mut records = txn.open_table(definition).map_err(store_error)?;
-                    for (key, record) in &encoded {
-                        let newer = match records.get(key.as_slice()).map_err(store_error)? {
-                            Some(stored) => record_order(record)? > record_order(stored.value())?,
-                            None => true,
-                        };
-                        if newer {
-                            records.insert(key.as_slice(), record.as_slice()).map_err(store_error)?;
-                            counts.written += 1;
-                        } else {
-                            counts.skipped_older += 1;
+            let mut counts =
+                tokio::task::spawn_blocking(move || -> Result<WriteCounts, OnlineError> {
+                    let definition = TableDefinition::<&[u8], &[u8]>::new(&namespace);
+                    let txn = db.begin_write().map_err(store_error)?;
+                    let mut counts = WriteCounts::default();
+                    {
+                        let mut records = txn.open_table(definition).map_err(store_error)?;
+                        for (key, record) in &encoded {
+                            let newer = match records.get(key.as_slice()).map_err(store_error)? {
+                                Some(stored) => {
+                                    record_order(record)? > record_order(stored.value())?
+                                }
+                                None => true,
+                            };
+                            if newer {
+                                records
+                                    .insert(key.as_slice(), record.as_slice())
+                                    .map_err(store_error)?;
+                                counts.written += 1;
+                            } else {
+                                counts.skipped_older += 1;
+                            }
                         }
                     }
-                }
-                txn.commit().map_err(store_error)?;
-                Ok(counts)
-            })
-            .await
-            .map_err(|e| OnlineError::Store(format!("write task failed: {e}")))??;
+                    txn.commit().map_err(store_error)?;
+                    Ok(counts)
+                })
+                .await
+                .map_err(|e| OnlineError::Store(format!("write task failed: {e}")))??;
             counts.skipped_expired = expired;
             Ok(counts)
         }
@@ -131,24 +155,28 @@ impl OnlineStore for EmbeddedStore {
             let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
             let db = self.db.clone();
             let namespace = table.namespace();
-            let stored = tokio::task::spawn_blocking(move || -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
-                let definition = TableDefinition::<&[u8], &[u8]>::new(&namespace);
-                let txn = db.begin_read().map_err(store_error)?;
-                let records = match txn.open_table(definition) {
-                    Ok(records) => records,
-                    Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; encoded.len()]),
-                    Err(e) => return Err(store_error(e)),
-                };
-                encoded
-                    .iter()
-                    .map(|key| {
-                        Ok(records
-                            .get(key.as_slice())
-                            .map_err(store_error)?
-                            .map(|v| v.value().to_vec()))
-                    })
-                    .collect()
-            })
+            let stored = tokio::task::spawn_blocking(
+                move || -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+                    let definition = TableDefinition::<&[u8], &[u8]>::new(&namespace);
+                    let txn = db.begin_read().map_err(store_error)?;
+                    let records = match txn.open_table(definition) {
+                        Ok(records) => records,
+                        Err(TableError::TableDoesNotExist(_)) => {
+                            return Ok(vec![None; encoded.len()]);
+                        }
+                        Err(e) => return Err(store_error(e)),
+                    };
+                    encoded
+                        .iter()
+                        .map(|key| {
+                            Ok(records
+                                .get(key.as_slice())
+                                .map_err(store_error)?
+                                .map(|v| v.value().to_vec()))
+                        })
+                        .collect()
+                },
+            )
             .await
             .map_err(|e| OnlineError::Store(format!("read task failed: {e}")))??;
             let live_after = table.live_after(now_micros);
@@ -190,9 +218,21 @@ mod tests {
 
     fn rows(data: &[(&str, i64, i64)]) -> RecordBatch {
         RecordBatch::try_from_iter([
-            ("user_id", Arc::new(StringArray::from_iter_values(data.iter().map(|r| r.0))) as ArrayRef),
-            ("ts", Arc::new(TimestampMicrosecondArray::from_iter_values(data.iter().map(|r| r.1)).with_timezone("UTC"))),
-            ("count", Arc::new(Int64Array::from_iter_values(data.iter().map(|r| r.2)))),
+            (
+                "user_id",
+                Arc::new(StringArray::from_iter_values(data.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(data.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "count",
+                Arc::new(Int64Array::from_iter_values(data.iter().map(|r| r.2))),
+            ),
         ])
         .unwrap()
     }
@@ -201,10 +241,18 @@ mod tests {
         vec![KeyValue::String(user.into())]
     }
 
-    async fn count_of(store: &EmbeddedStore, table: &OnlineTable, user: &str, now: i64) -> Option<(i64, u64, serde_json::Value)> {
+    async fn count_of(
+        store: &EmbeddedStore,
+        table: &OnlineTable,
+        user: &str,
+        now: i64,
+    ) -> Option<(i64, u64, serde_json::Value)> {
         let keys = [key(user)];
         let read = store.read(table, &keys, now).await.unwrap();
-        read.into_iter().next().unwrap().map(|r| (r.timestamp, r.seq, r.features[0].1.clone()))
+        read.into_iter()
+            .next()
+            .unwrap()
+            .map(|r| (r.timestamp, r.seq, r.features[0].1.clone()))
     }
 
     /// Last write wins by (timestamp, seq): each step is (rows, seq, what is stored after).
@@ -215,20 +263,67 @@ mod tests {
         let t = table(None);
         let now = 100 * DAY;
         let steps: Vec<(Vec<(&str, i64, i64)>, u64, WriteCounts, (i64, u64, i64))> = vec![
-            (vec![("u", 10, 1)], 1, WriteCounts { written: 1, ..Default::default() }, (10, 1, 1)),
+            (
+                vec![("u", 10, 1)],
+                1,
+                WriteCounts {
+                    written: 1,
+                    ..Default::default()
+                },
+                (10, 1, 1),
+            ),
             // An older timestamp arriving later does not land.
-            (vec![("u", 5, 2)], 2, WriteCounts { skipped_older: 1, ..Default::default() }, (10, 1, 1)),
+            (
+                vec![("u", 5, 2)],
+                2,
+                WriteCounts {
+                    skipped_older: 1,
+                    ..Default::default()
+                },
+                (10, 1, 1),
+            ),
             // The same timestamp in a later ingest (greater seq) wins.
-            (vec![("u", 10, 3)], 3, WriteCounts { written: 1, ..Default::default() }, (10, 3, 3)),
+            (
+                vec![("u", 10, 3)],
+                3,
+                WriteCounts {
+                    written: 1,
+                    ..Default::default()
+                },
+                (10, 3, 3),
+            ),
             // The same timestamp from an earlier ingest (smaller seq, e.g. a retried job) does not.
-            (vec![("u", 10, 4)], 2, WriteCounts { skipped_older: 1, ..Default::default() }, (10, 3, 3)),
+            (
+                vec![("u", 10, 4)],
+                2,
+                WriteCounts {
+                    skipped_older: 1,
+                    ..Default::default()
+                },
+                (10, 3, 3),
+            ),
             // A newer timestamp wins whatever the seq.
-            (vec![("u", 11, 5)], 1, WriteCounts { written: 1, ..Default::default() }, (11, 1, 5)),
+            (
+                vec![("u", 11, 5)],
+                1,
+                WriteCounts {
+                    written: 1,
+                    ..Default::default()
+                },
+                (11, 1, 5),
+            ),
         ];
         for (i, (data, seq, counts, (ts, stored_seq, value))) in steps.into_iter().enumerate() {
-            let got = store.write_latest(&t, &rows(&data), seq, now).await.unwrap();
+            let got = store
+                .write_latest(&t, &rows(&data), seq, now)
+                .await
+                .unwrap();
             assert_eq!(got, counts, "step {i}");
-            assert_eq!(count_of(&store, &t, "u", now).await, Some((ts, stored_seq, serde_json::json!(value))), "step {i}");
+            assert_eq!(
+                count_of(&store, &t, "u", now).await,
+                Some((ts, stored_seq, serde_json::json!(value))),
+                "step {i}"
+            );
         }
         assert_eq!(count_of(&store, &t, "nobody", now).await, None);
     }
@@ -240,12 +335,35 @@ mod tests {
         let t = table(Some(30));
         let now = 100 * DAY;
         let got = store
-            .write_latest(&t, &rows(&[("old", now - 31 * DAY, 1), ("edge", now - 30 * DAY, 2), ("new", now, 3)]), 1, now)
+            .write_latest(
+                &t,
+                &rows(&[
+                    ("old", now - 31 * DAY, 1),
+                    ("edge", now - 30 * DAY, 2),
+                    ("new", now, 3),
+                ]),
+                1,
+                now,
+            )
             .await
             .unwrap();
-        assert_eq!(got, WriteCounts { written: 2, skipped_older: 0, skipped_expired: 1 });
-        assert_eq!(count_of(&store, &t, "old", now).await, None, "never written");
-        assert!(count_of(&store, &t, "edge", now).await.is_some(), "exactly ttl old is live");
+        assert_eq!(
+            got,
+            WriteCounts {
+                written: 2,
+                skipped_older: 0,
+                skipped_expired: 1
+            }
+        );
+        assert_eq!(
+            count_of(&store, &t, "old", now).await,
+            None,
+            "never written"
+        );
+        assert!(
+            count_of(&store, &t, "edge", now).await.is_some(),
+            "exactly ttl old is live"
+        );
         // A day later the edge record has expired: reads stop returning it.
         assert_eq!(count_of(&store, &t, "edge", now + DAY).await, None);
         assert!(count_of(&store, &t, "new", now + DAY).await.is_some());
@@ -256,10 +374,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("online.redb");
         let t1 = table(None);
-        let t2 = OnlineTable { generation: 2, ..table(None) };
+        let t2 = OnlineTable {
+            generation: 2,
+            ..table(None)
+        };
         {
             let store = EmbeddedStore::open(&path).unwrap();
-            store.write_latest(&t1, &rows(&[("u", 1, 1)]), 1, 0).await.unwrap();
+            store
+                .write_latest(&t1, &rows(&[("u", 1, 1)]), 1, 0)
+                .await
+                .unwrap();
         }
         let store = EmbeddedStore::open(&path).unwrap();
         assert!(count_of(&store, &t1, "u", 0).await.is_some());

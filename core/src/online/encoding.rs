@@ -29,9 +29,13 @@ impl KeyValue {
     pub fn parse(name: &str, text: &str, value_type: &ValueType) -> Result<Self, OnlineError> {
         match value_type {
             ValueType::String => Ok(KeyValue::String(text.to_string())),
-            ValueType::Int32 | ValueType::Int64 => text.trim().parse().map(KeyValue::Int).map_err(|_| {
-                OnlineError::InvalidKey(format!("join key `{name}` is {value_type}, and `{text}` is not an integer"))
-            }),
+            ValueType::Int32 | ValueType::Int64 => {
+                text.trim().parse().map(KeyValue::Int).map_err(|_| {
+                    OnlineError::InvalidKey(format!(
+                        "join key `{name}` is {value_type}, and `{text}` is not an integer"
+                    ))
+                })
+            }
             other => Err(OnlineError::InvalidKey(format!(
                 "join key `{name}` has type {other}, which cannot be a join key"
             ))),
@@ -58,17 +62,27 @@ pub fn encode_key(values: &[KeyValue]) -> Vec<u8> {
 }
 
 /// The key of `row`, from the join key columns. Null keys are refused.
-pub fn key_of_row(columns: &[(&ArrayRef, &ValueType)], row: usize, out: &mut Vec<u8>) -> Result<(), OnlineError> {
+pub fn key_of_row(
+    columns: &[(&ArrayRef, &ValueType)],
+    row: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), OnlineError> {
     out.clear();
     for (array, value_type) in columns {
         if array.is_null(row) {
-            return Err(OnlineError::InvalidRows(format!("null join key at row {row}")));
+            return Err(OnlineError::InvalidRows(format!(
+                "null join key at row {row}"
+            )));
         }
         let value = match value_type {
             ValueType::String => KeyValue::String(array.as_string::<i32>().value(row).to_string()),
             ValueType::Int32 => KeyValue::Int(array.as_primitive::<Int32Type>().value(row) as i64),
             ValueType::Int64 => KeyValue::Int(array.as_primitive::<Int64Type>().value(row)),
-            other => return Err(OnlineError::InvalidRows(format!("join key of type {other}"))),
+            other => {
+                return Err(OnlineError::InvalidRows(format!(
+                    "join key of type {other}"
+                )));
+            }
         };
         value.encode(out);
     }
@@ -108,14 +122,27 @@ fn encode_value(array: &dyn Array, value_type: &ValueType, row: usize, out: &mut
             out.extend_from_slice(&(b.len() as u32).to_le_bytes());
             out.extend_from_slice(b);
         }
-        ValueType::Int32 => out.extend_from_slice(&array.as_primitive::<Int32Type>().value(row).to_le_bytes()),
-        ValueType::Date => out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes()),
-        ValueType::Int64 => out.extend_from_slice(&array.as_primitive::<Int64Type>().value(row).to_le_bytes()),
+        ValueType::Int32 => {
+            out.extend_from_slice(&array.as_primitive::<Int32Type>().value(row).to_le_bytes())
+        }
+        ValueType::Date => {
+            out.extend_from_slice(&array.as_primitive::<Date32Type>().value(row).to_le_bytes())
+        }
+        ValueType::Int64 => {
+            out.extend_from_slice(&array.as_primitive::<Int64Type>().value(row).to_le_bytes())
+        }
         ValueType::Timestamp => out.extend_from_slice(
-            &array.as_primitive::<TimestampMicrosecondType>().value(row).to_le_bytes(),
+            &array
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(row)
+                .to_le_bytes(),
         ),
-        ValueType::Float32 => out.extend_from_slice(&array.as_primitive::<Float32Type>().value(row).to_le_bytes()),
-        ValueType::Float64 => out.extend_from_slice(&array.as_primitive::<Float64Type>().value(row).to_le_bytes()),
+        ValueType::Float32 => {
+            out.extend_from_slice(&array.as_primitive::<Float32Type>().value(row).to_le_bytes())
+        }
+        ValueType::Float64 => {
+            out.extend_from_slice(&array.as_primitive::<Float64Type>().value(row).to_le_bytes())
+        }
         ValueType::Bool => out.push(array.as_boolean().value(row) as u8),
         ValueType::List(item) => {
             let list = array.as_list::<i32>();
@@ -141,7 +168,10 @@ pub fn record_order(bytes: &[u8]) -> Result<(i64, u64), OnlineError> {
 }
 
 /// Decode a record into JSON feature values.
-pub fn decode_record(bytes: &[u8], features: &[(String, ValueType)]) -> Result<OnlineRecord, OnlineError> {
+pub fn decode_record(
+    bytes: &[u8],
+    features: &[(String, ValueType)],
+) -> Result<OnlineRecord, OnlineError> {
     let (timestamp, seq) = record_order(bytes)?;
     let mut reader = Reader { bytes, at: 16 };
     let mut values = Vec::with_capacity(features.len());
@@ -192,7 +222,8 @@ impl Reader<'_> {
             ValueType::Date => {
                 let days = i32::from_le_bytes(self.array()?);
                 let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163);
-                date.map(|d| Value::String(d.to_string())).unwrap_or(Value::from(days))
+                date.map(|d| Value::String(d.to_string()))
+                    .unwrap_or(Value::from(days))
             }
             ValueType::Int64 => Value::from(i64::from_le_bytes(self.array()?)),
             ValueType::Timestamp => Value::String(format_micros(i64::from_le_bytes(self.array()?))),
@@ -237,14 +268,24 @@ mod tests {
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["u1", "u2"]));
         let n32: ArrayRef = Arc::new(Int32Array::from(vec![7, 8]));
         let mut from_rows = Vec::new();
-        key_of_row(&[(&ids, &ValueType::String), (&n32, &ValueType::Int32)], 1, &mut from_rows).unwrap();
+        key_of_row(
+            &[(&ids, &ValueType::String), (&n32, &ValueType::Int32)],
+            1,
+            &mut from_rows,
+        )
+        .unwrap();
         let from_text = encode_key(&[
             KeyValue::parse("id", "u2", &ValueType::String).unwrap(),
             KeyValue::parse("n", "8", &ValueType::Int64).unwrap(),
         ]);
         assert_eq!(from_rows, from_text);
-        let err = KeyValue::parse("n", "eight", &ValueType::Int64).unwrap_err().to_string();
-        assert!(err.contains("join key `n` is int64, and `eight` is not an integer"), "{err}");
+        let err = KeyValue::parse("n", "eight", &ValueType::Int64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("join key `n` is int64, and `eight` is not an integer"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -256,7 +297,10 @@ mod tests {
             ("f".to_string(), ValueType::Float32),
             ("d".to_string(), ValueType::Float64),
             ("b".to_string(), ValueType::Bool),
-            ("v".to_string(), ValueType::List(Box::new(ValueType::Float32))),
+            (
+                "v".to_string(),
+                ValueType::List(Box::new(ValueType::Float32)),
+            ),
         ];
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![Some("x")])),
@@ -265,9 +309,12 @@ mod tests {
             Arc::new(Float32Array::from(vec![Some(0.5)])),
             Arc::new(Float64Array::from(vec![Some(f64::NAN)])),
             Arc::new(BooleanArray::from(vec![Some(true)])),
-            Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![Some(1.0), None])])),
+            Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+                Some(vec![Some(1.0), None]),
+            ])),
         ];
-        let columns: Vec<(&ArrayRef, &ValueType)> = arrays.iter().zip(types.iter().map(|(_, t)| t)).collect();
+        let columns: Vec<(&ArrayRef, &ValueType)> =
+            arrays.iter().zip(types.iter().map(|(_, t)| t)).collect();
         let mut bytes = Vec::new();
         encode_record(1_700_000_000_000_000, 9, &columns, 0, &mut bytes);
         assert_eq!(record_order(&bytes).unwrap(), (1_700_000_000_000_000, 9));
@@ -285,6 +332,9 @@ mod tests {
                 serde_json::json!([1.0, null]),
             ]
         );
-        assert!(decode_record(&bytes[..20], &types).is_err(), "truncated records are errors, not panics");
+        assert!(
+            decode_record(&bytes[..20], &types).is_err(),
+            "truncated records are errors, not panics"
+        );
     }
 }

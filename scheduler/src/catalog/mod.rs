@@ -18,6 +18,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
 
+mod jobs;
+
+pub use jobs::{IngestRecord, JobRecord, NewIngest, Recorded};
+
 /// Schema migrations, applied in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
     // 1: workspaces, definition versions, table storage generations.
@@ -46,6 +50,39 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX table_storage_current
         ON table_storage (workspace, table_name) WHERE retired_version IS NULL;
+    "#,
+    // 2: ingests and jobs.
+    r#"
+    CREATE TABLE ingests (
+        ingest_id        TEXT PRIMARY KEY,
+        workspace        TEXT NOT NULL REFERENCES workspaces(name),
+        table_name       TEXT NOT NULL,
+        generation       INTEGER NOT NULL,
+        seq              INTEGER NOT NULL CHECK (seq > 0),
+        idempotency_key  TEXT,
+        rows             INTEGER NOT NULL,
+        staged_prefix    TEXT NOT NULL,
+        created_at       TEXT NOT NULL,
+        UNIQUE (workspace, table_name, seq),
+        UNIQUE (workspace, table_name, idempotency_key)
+    );
+    CREATE TABLE jobs (
+        job_id            TEXT PRIMARY KEY,
+        kind              TEXT NOT NULL,
+        workspace         TEXT NOT NULL REFERENCES workspaces(name),
+        table_name        TEXT NOT NULL,
+        ingest_id         TEXT REFERENCES ingests(ingest_id),
+        state             TEXT NOT NULL,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        steps             TEXT NOT NULL,
+        counts            TEXT NOT NULL,
+        last_error        TEXT,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at   TEXT NOT NULL,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, next_attempt_at);
     "#,
 ];
 
@@ -238,7 +275,7 @@ impl Catalog {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

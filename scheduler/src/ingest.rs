@@ -1,0 +1,267 @@
+//! Ingest: a DoPut stream validated as it arrives, staged as Parquet in the object store,
+//! then recorded with its job. Only a recorded ingest is answered; a refused one leaves
+//! nothing behind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::{Stream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use tokio::sync::Notify;
+
+use ftab_core::ids::{IngestId, JobId};
+use ftab_core::protocol::{
+    IngestCommand, IngestResult, MAX_IDEMPOTENCY_KEY_LEN, StepState, WorkspaceKind,
+};
+use ftab_core::storage::ObjectStorage;
+use ftab_core::validate::IngestValidator;
+
+use crate::catalog::{Catalog, NewIngest, Recorded};
+use crate::error::{Error, Result};
+use crate::workspaces::find_table;
+
+/// Rows per Parquet row group in staged files: bounds the memory an upload holds.
+const STAGING_ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// The steps of an ingest job, in order.
+pub const STEP_OFFLINE_COMMIT: &str = "offline_commit";
+pub const STEP_ONLINE_LOAD: &str = "online_load";
+
+/// Takes ingests in.
+#[derive(Clone)]
+pub struct Ingests {
+    catalog: Catalog,
+    storage: ObjectStorage,
+    jobs_waiting: Arc<Notify>,
+}
+
+impl Ingests {
+    pub fn new(catalog: Catalog, storage: ObjectStorage, jobs_waiting: Arc<Notify>) -> Self {
+        Self {
+            catalog,
+            storage,
+            jobs_waiting,
+        }
+    }
+
+    /// Validate, stage and record one ingest from a stream of record batches.
+    pub async fn ingest<S>(&self, command: IngestCommand, mut batches: S) -> Result<IngestResult>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Unpin + Send,
+    {
+        if let Some(key) = &command.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes long"
+            )));
+        }
+        let state = self.catalog.workspace(&command.workspace).await?;
+        if state.kind != WorkspaceKind::Live {
+            return Err(Error::FailedPrecondition(format!(
+                "workspace `{}` is a dev workspace, which holds definitions only; ingest into a live workspace (`ftab workspace create NAME --live`)",
+                state.name
+            )));
+        }
+        let table = find_table(&state, &command.table)?.clone();
+        let generation = self
+            .catalog
+            .table_generation(&state.name, &table.name)
+            .await?
+            .ok_or_else(|| {
+                Error::CatalogData(format!(
+                    "feature table `{}` has no storage record",
+                    table.name
+                ))
+            })?;
+
+        if let Some(key) = &command.idempotency_key
+            && let Some(existing) = self
+                .catalog
+                .ingest_by_key(&state.name, &table.name, key)
+                .await?
+        {
+            // Read the upload to its end so the client sees a normal answer, store nothing.
+            while let Some(batch) = batches.next().await {
+                batch?;
+            }
+            tracing::info!(workspace = %state.name, table = %table.name, ingest_id = %existing.ingest_id, "idempotent replay");
+            return Ok(existing);
+        }
+
+        let ingest_id = IngestId::generate();
+        let job_id = JobId::generate();
+        let prefix = self
+            .storage
+            .staging_prefix(&state.name, &table.name, &ingest_id);
+        let staged = self
+            .stage(&table, &state.definitions, &command, &prefix, &mut batches)
+            .await;
+        let rows = match staged {
+            Ok(rows) => rows,
+            Err(error) => {
+                self.discard(&prefix).await;
+                return Err(error);
+            }
+        };
+
+        let mut steps = BTreeMap::new();
+        steps.insert(
+            STEP_OFFLINE_COMMIT.to_string(),
+            if table.offline {
+                StepState::Pending
+            } else {
+                StepState::Skipped
+            },
+        );
+        steps.insert(
+            STEP_ONLINE_LOAD.to_string(),
+            if table.online {
+                StepState::Pending
+            } else {
+                StepState::Skipped
+            },
+        );
+        let recorded = self
+            .catalog
+            .record_ingest(NewIngest {
+                ingest_id,
+                job_id,
+                workspace: state.name.clone(),
+                table: table.name.clone(),
+                generation,
+                idempotency_key: command.idempotency_key.clone(),
+                rows,
+                staged_prefix: prefix.to_string(),
+                steps,
+            })
+            .await;
+        match recorded {
+            Ok(Recorded::New(result)) => {
+                tracing::info!(workspace = %state.name, table = %table.name, %ingest_id, %job_id, rows, seq = result.seq, "ingest staged and recorded");
+                self.jobs_waiting.notify_one();
+                Ok(result)
+            }
+            Ok(Recorded::Replayed(existing)) => {
+                // The same key was recorded while this upload was staged.
+                self.discard(&prefix).await;
+                Ok(existing)
+            }
+            Err(error) => {
+                self.discard(&prefix).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Validate every batch and write the accepted ones to one Parquet file under
+    /// `prefix`. Returns the row count.
+    async fn stage<S>(
+        &self,
+        table: &ftab_core::definitions::FeatureTable,
+        definitions: &ftab_core::Definitions,
+        command: &IngestCommand,
+        prefix: &Path,
+        batches: &mut S,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Unpin + Send,
+    {
+        let mut validator: Option<IngestValidator> = None;
+        let mut writer = None;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let validator = match &mut validator {
+                Some(v) => v,
+                None => validator.insert(
+                    IngestValidator::new(
+                        table,
+                        definitions,
+                        batch.schema(),
+                        command.drop_extra_columns,
+                    )
+                    .map_err(invalid)?,
+                ),
+            };
+            let first_row = validator.rows();
+            let Some(converted) = validator.convert(&batch).map_err(invalid)? else {
+                continue;
+            };
+            if converted.num_rows() == 0 {
+                continue;
+            }
+            let converted = with_row_numbers(converted, first_row)?;
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(self.parquet_writer(prefix, converted.schema())?),
+            };
+            writer
+                .write(&converted)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot stage the ingest: {e}")))?;
+        }
+        let rows = match &validator {
+            Some(v) => v.finish().map_err(invalid)?,
+            None => return Err(invalid(ftab_core::validate::ValidationError::Empty)),
+        };
+        if let Some(writer) = writer {
+            writer
+                .close()
+                .await
+                .map_err(|e| Error::Internal(format!("cannot finish staging the ingest: {e}")))?;
+        }
+        Ok(rows)
+    }
+
+    fn parquet_writer(
+        &self,
+        prefix: &Path,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+    ) -> Result<AsyncArrowWriter<BufWriter>> {
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::LZ4_RAW)
+            .set_max_row_group_row_count(Some(STAGING_ROW_GROUP_ROWS))
+            .build();
+        let path = prefix.clone().join("part-00000.parquet");
+        AsyncArrowWriter::try_new(
+            BufWriter::new(self.storage.store.clone(), path),
+            schema,
+            Some(properties),
+        )
+        .map_err(|e| Error::Internal(format!("cannot open a staging file: {e}")))
+    }
+
+    /// Remove whatever a refused or failed ingest staged.
+    async fn discard(&self, prefix: &Path) {
+        if let Err(e) = self.storage.delete_prefix(prefix).await {
+            tracing::warn!(%prefix, "cannot remove refused ingest's staged data: {e}");
+        }
+    }
+}
+
+/// Add `_row`, each row's position in the ingest: the last tie-breaker of the write order.
+fn with_row_numbers(batch: RecordBatch, first_row: u64) -> Result<RecordBatch> {
+    let rows =
+        Int64Array::from_iter_values((0..batch.num_rows() as i64).map(|i| first_row as i64 + i));
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("_row", DataType::Int64, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(rows));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| Error::Internal(format!("cannot number the ingest's rows: {e}")))
+}
+
+fn invalid(error: ftab_core::validate::ValidationError) -> Error {
+    Error::InvalidArgument(error.to_string())
+}
