@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ftab quickstart on the embedded defaults: build, start ftab-scheduler (data in ./ftab-data,
-# Flight on 127.0.0.1:50051), create a live workspace, apply the example feature repository
-# and describe its tables. Every step is a plain `ftab` command, printed before it runs.
+# Flight on 127.0.0.1:50051), create a live workspace, apply the example feature repository,
+# ingest generated login counts, wait for materialization, then show an online record and
+# the offline table. Every step is a plain `ftab` command, printed before it runs.
 #
 # Environment (all optional):
 #   FTAB_DATA_DIR     data directory            (default ./ftab-data)
@@ -66,7 +67,30 @@ fi
 run plan "$repo" --workspace "$workspace"
 run apply "$repo" --workspace "$workspace" --yes
 run tables list --workspace "$workspace"
-run tables describe user_login_counts --workspace "$workspace"
-run tables describe user_merchant_stats --workspace "$workspace"
+
+# Example data: login counts of 20 users over the last 4 days (the table's ttl is 30 days,
+# so the data is generated relative to now), plus one row sent twice.
+data="$(mktemp -d -t ftab-quickstart.XXXXXX)"
+csv="$data/user_login_counts.csv"
+now=$(date -u +%s)
+{
+  echo "user_id,timestamp,user_login_count_7d,user_login_count_30d"
+  for day in 3 2 1 0; do
+    ts=$(date -u -d "@$(( now - day * 86400 - 3600 ))" +%Y-%m-%dT%H:%M:%SZ)
+    for user in $(seq 1 20); do
+      echo "user_$user,$ts,$(( user + 3 - day )),$(( 4 * user + 10 - day ))"
+    done
+  done
+  echo "user_1,$ts,99,99"
+} > "$csv"
 echo
-echo "==> done: the example feature repository is applied to live workspace '$workspace'."
+echo "==> generated $(( $(wc -l < "$csv") - 1 )) rows in $csv"
+
+run ingest --workspace "$workspace" --table user_login_counts "$csv" --wait
+run get --workspace "$workspace" --table user_login_counts --key user_id=user_1
+run jobs list --workspace "$workspace"
+run tables describe user_login_counts --workspace "$workspace"
+rm -rf "$data"
+echo
+echo "==> done: workspace '$workspace' holds the example definitions and the ingested values"
+echo "    (offline: the Delta table named above; online: ftab get)."

@@ -8,12 +8,18 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use ftab_core::ids::JobId;
 use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::protocol::{ApplyRequest, WorkspaceKind};
+use ftab_core::protocol::{
+    ApplyRequest, GetOnlineRequest, IngestCommand, JobInfo, JobState, ListJobsRequest, StepState,
+    WorkspaceKind,
+};
 use ftab_core::repository::{self, ReadError};
 
 use crate::{ClientError, DEFAULT_SERVER, FtabClient, output};
@@ -74,6 +80,85 @@ pub enum Command {
     /// List and describe feature tables.
     #[command(subcommand)]
     Tables(TablesCommand),
+
+    /// Push data files into a feature table: Parquet, CSV, JSON lines or Arrow IPC, one
+    /// ingest per file, in the order given (a later file wins ties).
+    Ingest {
+        #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+        workspace: WorkspaceName,
+        /// The feature table to ingest into.
+        #[arg(long, short = 't')]
+        table: TableName,
+        /// Data files (.parquet, .csv, .jsonl, .arrow).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Follow each ingest's job until it ends; exit 1 if it fails.
+        #[arg(long)]
+        wait: bool,
+        /// Make a retried upload a no-op that answers the first ingest's ids. With several
+        /// files, file N (from 1) uses KEY-N.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+        /// Drop columns the table does not have instead of refusing the ingest.
+        #[arg(long)]
+        drop_extra_columns: bool,
+    },
+
+    /// List, show, follow, cancel and retry jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+
+    /// Show one entity's online record of a feature table (for inspection).
+    Get {
+        #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+        workspace: WorkspaceName,
+        #[arg(long, short = 't')]
+        table: TableName,
+        /// A join key value, NAME=VALUE; repeat for composite keys.
+        #[arg(long = "key", short = 'k', required = true, value_name = "NAME=VALUE", value_parser = parse_key)]
+        keys: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
+        workspace: Option<WorkspaceName>,
+        #[arg(long, short = 't')]
+        table: Option<TableName>,
+        /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<JobState>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a job: state, steps, counts, last error.
+    Show { job_id: JobId },
+    /// Follow a job until it ends; exit 1 if it fails.
+    Watch { job_id: JobId },
+    /// Cancel a queued job, or a running one at its next step.
+    Cancel { job_id: JobId },
+    /// Run a failed or cancelled job again from its first step not done.
+    Retry { job_id: JobId },
+}
+
+fn parse_key(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not NAME=VALUE, e.g. --key user_id=user_1"
+        )),
+    }
+}
+
+fn parse_state(text: &str) -> Result<JobState, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        format!("unknown job state `{text}`; use queued, running, succeeded, failed or cancelled")
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +211,14 @@ pub enum CliError {
     Read(#[from] ReadError),
     #[error("{0}")]
     NotConfirmed(String),
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    #[error("job {job_id} {state}: {message}")]
+    JobFailed {
+        job_id: JobId,
+        state: &'static str,
+        message: String,
+    },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -160,6 +253,8 @@ impl CliError {
                 snake
             }
             CliError::Client(ClientError::Protocol(_)) => "protocol".into(),
+            CliError::Client(ClientError::Data(_)) | CliError::File(_) => "invalid_data".into(),
+            CliError::JobFailed { .. } => "job_failed".into(),
             CliError::Read(_) => "invalid_repository".into(),
             CliError::NotConfirmed(_) => "not_confirmed".into(),
             CliError::Io { .. } => "io".into(),
@@ -271,8 +366,196 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let description = client.describe_table(workspace, table).await?;
             print(format, &description, output::describe);
         }
+        Command::Ingest {
+            workspace,
+            table,
+            files,
+            wait,
+            idempotency_key,
+            drop_extra_columns,
+        } => {
+            let listed = client.list_tables(Some(workspace.clone())).await?;
+            let Some((_, schema)) = listed.into_iter().find(|(l, _)| l.table == table) else {
+                // describe_table names the tables there are.
+                client.describe_table(workspace, table).await?;
+                return Ok(());
+            };
+            let several = files.len() > 1;
+            for (index, path) in files.iter().enumerate() {
+                let batches = crate::files::open(path, &schema)?;
+                let key = idempotency_key.as_ref().map(|k| {
+                    if several {
+                        format!("{k}-{}", index + 1)
+                    } else {
+                        k.clone()
+                    }
+                });
+                let command = IngestCommand {
+                    workspace: workspace.clone(),
+                    table: table.clone(),
+                    idempotency_key: key,
+                    drop_extra_columns,
+                };
+                let rows = Arc::new(AtomicU64::new(0));
+                let progress = (format == OutputFormat::Text && std::io::stderr().is_terminal())
+                    .then(|| {
+                        tokio::spawn(show_upload_progress(
+                            path.display().to_string(),
+                            rows.clone(),
+                        ))
+                    });
+                let result = client.ingest(command, batches, rows).await;
+                if let Some(progress) = progress {
+                    progress.abort();
+                    eprint!("\r\x1b[2K");
+                }
+                let result = result.map_err(|e| match e {
+                    ClientError::Server { code, message } => ClientError::Server {
+                        code,
+                        message: format!("{}: {message}", path.display()),
+                    },
+                    other => other,
+                })?;
+                print(format, &result, |r| {
+                    format!(
+                        "{}: {} {} rows as ingest {} (seq {}); job {}\n",
+                        path.display(),
+                        if r.replayed {
+                            "already ingested (same idempotency key):"
+                        } else {
+                            "staged"
+                        },
+                        r.rows,
+                        r.ingest_id,
+                        r.seq,
+                        r.job_id
+                    )
+                });
+                if wait {
+                    watch_job(&mut client, result.job_id, format).await?;
+                }
+            }
+        }
+        Command::Jobs(JobsCommand::List {
+            workspace,
+            table,
+            state,
+            limit,
+        }) => {
+            let jobs = client
+                .list_jobs(ListJobsRequest {
+                    workspace,
+                    table,
+                    state,
+                    limit: Some(limit),
+                })
+                .await?;
+            print(format, &jobs, |j| output::jobs(&j.jobs));
+        }
+        Command::Jobs(JobsCommand::Show { job_id }) => {
+            let job = client.job(job_id).await?;
+            print(format, &job, output::job);
+        }
+        Command::Jobs(JobsCommand::Watch { job_id }) => {
+            watch_job(&mut client, job_id, format).await?;
+        }
+        Command::Jobs(JobsCommand::Cancel { job_id }) => {
+            let job = client.cancel_job(job_id).await?;
+            print(format, &job, |j| match j.state {
+                JobState::Running => format!("Job {} will stop at its next step.\n", j.job_id),
+                _ => format!("Job {} cancelled.\n", j.job_id),
+            });
+        }
+        Command::Jobs(JobsCommand::Retry { job_id }) => {
+            let job = client.retry_job(job_id).await?;
+            print(format, &job, |j| {
+                format!(
+                    "Job {} queued again (attempt {} next).\n",
+                    j.job_id,
+                    j.attempts + 1
+                )
+            });
+        }
+        Command::Get {
+            workspace,
+            table,
+            keys,
+        } => {
+            let record = client
+                .get_online(GetOnlineRequest {
+                    workspace,
+                    table,
+                    keys: keys.into_iter().collect(),
+                })
+                .await?;
+            print(format, &record, output::online_record);
+        }
     }
     Ok(())
+}
+
+/// Rows uploaded so far, on one terminal line.
+async fn show_upload_progress(name: String, rows: Arc<AtomicU64>) {
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let sent = rows.load(Ordering::Relaxed);
+        let rate = sent as f64 / started.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\r\x1b[2Kuploading {name}: {} rows ({} rows/s)",
+            output::thousands(sent),
+            output::thousands(rate as u64)
+        );
+    }
+}
+
+/// Follow a job until it ends, printing each step as it completes (text) or the final job
+/// (JSON). A failed or cancelled job is an error.
+async fn watch_job(
+    client: &mut FtabClient,
+    job_id: JobId,
+    format: OutputFormat,
+) -> Result<JobInfo, CliError> {
+    let mut shown: Option<(JobState, Vec<(String, StepState)>, u32)> = None;
+    loop {
+        let job = client.job(job_id).await?;
+        let now = (
+            job.state,
+            job.steps
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<Vec<_>>(),
+            job.attempts,
+        );
+        if format == OutputFormat::Text && shown.as_ref() != Some(&now) {
+            println!("{}", output::job_progress(&job));
+            shown = Some(now);
+        }
+        if job.state.is_final() {
+            if format == OutputFormat::Json {
+                print(format, &job, |_| String::new());
+            } else if job.state == JobState::Succeeded {
+                print!("{}", output::job_counts(&job));
+            }
+            return match job.state {
+                JobState::Succeeded => Ok(job),
+                JobState::Cancelled => Err(CliError::JobFailed {
+                    job_id,
+                    state: "was cancelled",
+                    message: "`ftab jobs retry` runs it again".into(),
+                }),
+                _ => Err(CliError::JobFailed {
+                    job_id,
+                    state: "failed",
+                    message: job
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "no error recorded".into()),
+                }),
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Ask on the terminal; refuse when there is none.

@@ -5,9 +5,15 @@
 //! shapes in docs/protocol.md.
 
 pub mod cli;
+pub mod files;
 pub mod output;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use arrow_flight::FlightDescriptor;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightInfo};
@@ -15,11 +21,14 @@ use futures::TryStreamExt;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
+use ftab_core::ids::JobId;
 use ftab_core::names::{TableName, WorkspaceName};
 use ftab_core::protocol::{
-    Action, ApplyRequest, ApplyResponse, CreateWorkspaceRequest, DescribeTableRequest,
-    ListTablesCriteria, ListWorkspacesRequest, ListWorkspacesResponse, PlanRequest, PlanResponse,
-    TableDescription, TableListing, WorkspaceInfo, WorkspaceKind,
+    Action, ApplyRequest, ApplyResponse, Command, CreateWorkspaceRequest, DescribeTableRequest,
+    GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
+    ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
+    ListWorkspacesResponse, PlanRequest, PlanResponse, TableDescription, TableListing,
+    WorkspaceInfo, WorkspaceKind,
 };
 use ftab_core::repository::RepositoryFile;
 
@@ -45,12 +54,18 @@ pub enum ClientError {
 
     #[error("unexpected answer from the scheduler: {0}")]
     Protocol(String),
+
+    /// Reading the data to upload failed; the scheduler stored nothing.
+    #[error("{0}; nothing was ingested")]
+    Data(String),
 }
 
 impl ClientError {
     fn from_flight(url: &str, error: FlightError) -> Self {
         match error {
             FlightError::Tonic(status) => Self::from_status(url, *status),
+            FlightError::Arrow(e) => ClientError::Data(format!("cannot read the data: {e}")),
+            FlightError::ExternalError(e) => ClientError::Data(e.to_string()),
             other => ClientError::Protocol(other.to_string()),
         }
     }
@@ -169,6 +184,79 @@ impl FtabClient {
             table,
         }))
         .await
+    }
+
+    /// Upload `batches` as one ingest. `rows_sent` counts rows as they are read, for
+    /// progress. The batches are read on a blocking thread, a few at a time.
+    pub async fn ingest(
+        &mut self,
+        command: IngestCommand,
+        batches: files::Batches,
+        rows_sent: Arc<AtomicU64>,
+    ) -> Result<IngestResult> {
+        let (sender, receiver) =
+            tokio::sync::mpsc::channel::<Result<arrow::array::RecordBatch, FlightError>>(4);
+        let reader = tokio::task::spawn_blocking(move || {
+            for batch in batches {
+                let failed = batch.is_err();
+                if let Ok(batch) = &batch {
+                    rows_sent.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                }
+                if sender
+                    .blocking_send(batch.map_err(FlightError::Arrow))
+                    .is_err()
+                    || failed
+                {
+                    break;
+                }
+            }
+        });
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        });
+        let data = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+                Command::Ingest(command).encode(),
+            )))
+            .build(batches);
+        let url = self.url.clone();
+        let results: Vec<arrow_flight::PutResult> = self
+            .flight
+            .do_put(data)
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?
+            .try_collect()
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?;
+        reader.abort();
+        let [result] = results.as_slice() else {
+            return Err(ClientError::Protocol(format!(
+                "ingest answered {} results, expected one",
+                results.len()
+            )));
+        };
+        serde_json::from_slice(&result.app_metadata)
+            .map_err(|e| ClientError::Protocol(format!("ingest answer does not decode: {e}")))
+    }
+
+    pub async fn list_jobs(&mut self, request: ListJobsRequest) -> Result<ListJobsResponse> {
+        self.action(&Action::ListJobs(request)).await
+    }
+
+    pub async fn job(&mut self, job_id: JobId) -> Result<JobInfo> {
+        self.action(&Action::GetJob(JobRequest { job_id })).await
+    }
+
+    pub async fn cancel_job(&mut self, job_id: JobId) -> Result<JobInfo> {
+        self.action(&Action::CancelJob(JobRequest { job_id })).await
+    }
+
+    pub async fn retry_job(&mut self, job_id: JobId) -> Result<JobInfo> {
+        self.action(&Action::RetryJob(JobRequest { job_id })).await
+    }
+
+    pub async fn get_online(&mut self, request: GetOnlineRequest) -> Result<GetOnlineResponse> {
+        self.action(&Action::GetOnline(request)).await
     }
 
     /// The feature tables of one workspace, or of all, with their Arrow schemas

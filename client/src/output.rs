@@ -5,8 +5,132 @@ use std::fmt::Write;
 
 use ftab_core::diff::{Change, ChangeKind, Plan};
 use ftab_core::protocol::{
-    ApplyResponse, ListWorkspacesResponse, PlanResponse, TableDescription, TableListing,
+    ApplyResponse, GetOnlineResponse, JobInfo, ListWorkspacesResponse, PlanResponse, StepState,
+    TableDescription, TableListing,
 };
+
+/// 1234567 -> "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn state_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn jobs(jobs: &[JobInfo]) -> String {
+    if jobs.is_empty() {
+        return "No jobs.\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.to_string(),
+                state_name(&j.kind),
+                format!("{}.{}", j.workspace, j.table),
+                state_name(&j.state),
+                j.attempts.to_string(),
+                thousands(j.counts.rows_received),
+                j.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "JOB", "KIND", "TABLE", "STATE", "ATTEMPTS", "ROWS", "CREATED",
+        ],
+        &rows,
+    )
+}
+
+/// One line: state and steps.
+pub fn job_progress(j: &JobInfo) -> String {
+    let steps: Vec<String> = j
+        .steps
+        .iter()
+        .map(|(name, state)| {
+            let mark = match state {
+                StepState::Done => "done",
+                StepState::Pending => "pending",
+                StepState::Skipped => "skipped",
+            };
+            format!("{name} {mark}")
+        })
+        .collect();
+    format!(
+        "job {} {} (attempt {}): {}",
+        j.job_id,
+        state_name(&j.state),
+        j.attempts,
+        steps.join(", ")
+    )
+}
+
+pub fn job_counts(j: &JobInfo) -> String {
+    let c = &j.counts;
+    format!(
+        "  rows received {}, in-ingest duplicates dropped {}, committed offline {}, written online {} (skipped as older {}, as expired {})\n",
+        thousands(c.rows_received),
+        thousands(c.duplicates_dropped),
+        thousands(c.offline_rows_committed),
+        thousands(c.online_rows_written),
+        thousands(c.online_skipped_older),
+        thousands(c.online_skipped_expired)
+    )
+}
+
+pub fn job(j: &JobInfo) -> String {
+    let mut out = format!("{}\n", job_progress(j));
+    let _ = writeln!(out, "  table: {}.{}", j.workspace, j.table);
+    if let Some(ingest) = &j.ingest_id {
+        let _ = writeln!(out, "  ingest: {ingest}");
+    }
+    let _ = writeln!(
+        out,
+        "  created: {}  updated: {}",
+        j.created_at, j.updated_at
+    );
+    out.push_str(&job_counts(j));
+    if let Some(error) = &j.last_error {
+        let _ = writeln!(out, "  last error: {error}");
+    }
+    out
+}
+
+pub fn online_record(r: &GetOnlineResponse) -> String {
+    let keys: Vec<String> = r.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let keys = keys.join(" ");
+    if !r.found {
+        return format!(
+            "No online record for {keys} in {}.{} (never written, or older than the table's ttl).\n",
+            r.workspace, r.table
+        );
+    }
+    let mut out = format!("{}.{} {keys}\n", r.workspace, r.table);
+    let _ = writeln!(
+        out,
+        "  {:<24} {}",
+        "timestamp",
+        r.timestamp.clone().unwrap_or_default()
+    );
+    let _ = writeln!(out, "  {:<24} {}", "_seq", r.seq.unwrap_or_default());
+    for (name, value) in &r.features {
+        let _ = writeln!(out, "  {name:<24} {value}");
+    }
+    out
+}
 
 /// Align rows into columns under a header, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -214,6 +338,17 @@ pub fn describe(d: &TableDescription) -> String {
         "offline store:",
         format!("{} (generation {})", d.offline_location, d.generation),
     );
+    if let Some(stats) = &d.offline {
+        field(
+            "offline data:",
+            format!(
+                "{} rows in {} files (Delta version {})",
+                thousands(stats.rows),
+                thousands(stats.files),
+                stats.delta_version
+            ),
+        );
+    }
     field(
         "services:",
         if d.feature_services.is_empty() {
@@ -248,6 +383,14 @@ pub fn describe(d: &TableDescription) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
 
     #[test]
     fn table_aligns_columns() {

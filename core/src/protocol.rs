@@ -59,6 +59,7 @@ pub enum Action {
     GetJob(JobRequest),
     CancelJob(JobRequest),
     RetryJob(JobRequest),
+    GetOnline(GetOnlineRequest),
 }
 
 /// The action types this protocol version knows, for messages and `ListActions`.
@@ -75,6 +76,10 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     ("get_job", "Show one job: state, steps, counts, last error"),
     ("cancel_job", "Cancel a queued or running job"),
     ("retry_job", "Run a failed or cancelled job again"),
+    (
+        "get_online",
+        "Read one entity's online record of a feature table (for inspection)",
+    ),
 ];
 
 /// A DoAction request that could not be decoded.
@@ -107,6 +112,7 @@ impl Action {
             Action::GetJob(_) => "get_job",
             Action::CancelJob(_) => "cancel_job",
             Action::RetryJob(_) => "retry_job",
+            Action::GetOnline(_) => "get_online",
         }
     }
 
@@ -239,6 +245,18 @@ pub struct TableDescription {
     pub generation: u64,
     /// Where the offline Delta table lives.
     pub offline_location: String,
+    /// What the offline table holds; absent until the first ingest commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<OfflineStats>,
+}
+
+/// The offline Delta table as of its latest version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineStats {
+    pub delta_version: u64,
+    pub files: u64,
+    /// Stored rows, duplicates across ingests included.
+    pub rows: u64,
 }
 
 /// A Flight descriptor command (`FlightDescriptor::cmd`): JSON with one key naming the
@@ -387,6 +405,33 @@ pub struct JobRequest {
     pub job_id: JobId,
 }
 
+/// `get_online`: one entity's online record, by its join key values given as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetOnlineRequest {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    /// Every join key of the table: name -> value (numbers may be given as text).
+    pub keys: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GetOnlineResponse {
+    pub workspace: WorkspaceName,
+    pub table: TableName,
+    pub keys: BTreeMap<String, String>,
+    /// False when there is no record, or it is older than now minus the ttl.
+    pub found: bool,
+    /// RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Feature values by name, in schema order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<(String, serde_json::Value)>,
+}
+
 /// The criteria of ListFlights: the feature tables of one workspace, or of all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,7 +507,7 @@ mod tests {
         }
         assert_eq!(
             ACTION_TYPES.len(),
-            9,
+            10,
             "every Action variant is listed in ACTION_TYPES"
         );
     }

@@ -23,6 +23,7 @@ use ftab_core::protocol::{self, ACTION_TYPES, Command, ListTablesCriteria};
 use crate::error::Error;
 use crate::ingest::Ingests;
 use crate::jobs::Jobs;
+use crate::online::OnlineReads;
 use crate::workspaces::Workspaces;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -35,14 +36,16 @@ pub struct FlightHandler {
     workspaces: Workspaces,
     ingests: Ingests,
     jobs: Jobs,
+    online: OnlineReads,
 }
 
 impl FlightHandler {
-    pub fn new(workspaces: Workspaces, ingests: Ingests, jobs: Jobs) -> Self {
+    pub fn new(workspaces: Workspaces, ingests: Ingests, jobs: Jobs, online: OnlineReads) -> Self {
         Self {
             workspaces,
             ingests,
             jobs,
+            online,
         }
     }
 
@@ -64,6 +67,7 @@ impl FlightHandler {
             A::GetJob(request) => json(&self.jobs.get(&request.job_id).await?),
             A::CancelJob(request) => json(&self.jobs.cancel(&request.job_id).await?),
             A::RetryJob(request) => json(&self.jobs.retry(&request.job_id).await?),
+            A::GetOnline(request) => json(&self.online.get(request).await?),
         }
     }
 }

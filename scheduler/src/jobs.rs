@@ -274,6 +274,7 @@ impl JobRunner {
                 STEP_OFFLINE_COMMIT => ingest_step.offline_commit(&mut job.info.counts).await?,
                 _ => ingest_step.online_load(&mut job.info.counts).await?,
             }
+            failpoint(step).await;
             job.info.steps.insert(step.to_string(), StepState::Done);
             self.catalog
                 .save_progress(&job.info.job_id, &job.info.steps, &job.info.counts)
@@ -482,6 +483,19 @@ impl IngestStep<'_> {
         counts.online_skipped_older = total.skipped_older;
         counts.online_skipped_expired = total.skipped_expired;
         Ok(())
+    }
+}
+
+/// Test hook: with `FTAB_FAILPOINT=after_<step>` a job stops after the step's work and
+/// before its progress is saved, where a crash would hurt most (tests/restart.rs kills the
+/// scheduler there).
+async fn failpoint(step: &str) {
+    if std::env::var("FTAB_FAILPOINT").is_ok_and(|v| v.strip_prefix("after_") == Some(step)) {
+        tracing::warn!(
+            step,
+            "failpoint reached: pausing the job before saving its progress"
+        );
+        std::future::pending::<()>().await;
     }
 }
 

@@ -13,6 +13,8 @@ pub mod error;
 pub mod flight;
 pub mod ingest;
 pub mod jobs;
+pub mod offline;
+pub mod online;
 pub mod workspaces;
 
 use std::future::Future;
@@ -132,7 +134,8 @@ impl Scheduler {
         let handler = FlightHandler::new(
             self.workspaces,
             Ingests::new(self.catalog.clone(), self.objects.clone(), waiting.clone()),
-            Jobs::new(self.catalog, waiting),
+            Jobs::new(self.catalog.clone(), waiting),
+            online::OnlineReads::new(self.catalog, self.online.clone()),
         );
         let served = tonic::transport::Server::builder()
             .add_service(handler.into_server())

@@ -165,7 +165,16 @@ impl Workspaces {
                 ))
             })?;
         let definitions = &state.definitions;
+        let location = self
+            .storage
+            .offline_table(&state.name, &table.name, generation);
+        let offline = if table.offline {
+            crate::offline::stats(&location).await?
+        } else {
+            None
+        };
         Ok(TableDescription {
+            offline,
             join_keys: table
                 .join_keys(definitions)
                 .iter()
@@ -179,10 +188,7 @@ impl Workspaces {
                 .map(|s| s.name.to_string())
                 .collect(),
             generation,
-            offline_location: self
-                .storage
-                .offline_table(&state.name, &table.name, generation)
-                .to_string(),
+            offline_location: location.to_string(),
             table: table.clone(),
             workspace: state.name.clone(),
             kind: state.kind,

@@ -51,6 +51,11 @@ impl SchedulerProcess {
     /// Start a scheduler on a free loopback port with its data in `data_dir`, and wait
     /// until it is ready.
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with_env(data_dir, &[])
+    }
+
+    /// Start with extra environment variables (e.g. a failpoint).
+    pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let stderr_log = data_dir.with_extension("scheduler.log");
         let log = std::fs::File::create(&stderr_log).expect("create the scheduler log file");
         let mut child = Command::new(binary("ftab-scheduler"))
@@ -58,6 +63,8 @@ impl SchedulerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("FTAB_CONFIG")
+            .env_remove("FTAB_FAILPOINT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -119,6 +126,26 @@ impl SchedulerProcess {
                 let _ = child.kill();
                 panic!("ftab-scheduler did not exit within 30s of SIGTERM");
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill the process with SIGKILL, as a crash would, and wait for it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("the scheduler is running");
+        child.kill().expect("kill the scheduler");
+        let _ = child.wait();
+    }
+
+    /// Wait until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while !self.log().contains(text) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduler never logged {text:?}; its log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -201,6 +228,29 @@ pub fn ftab_with_server(url: &str, args: &[&str]) -> CliOutput {
         .output()
         .expect("run ftab");
     CliOutput::from(output)
+}
+
+/// Run `ftab --output json ARGS` until `done` accepts its JSON (polling), and return it.
+pub fn poll_json(
+    scheduler: &SchedulerProcess,
+    args: &[&str],
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut full = vec!["--output", "json"];
+    full.extend_from_slice(args);
+    loop {
+        let value = scheduler.ftab(&full).json();
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting on `ftab {}`: {value}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Copy a directory tree (a feature repository) to `to`.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::definitions::{Definitions, FeatureTable, ValueType};
 use crate::names::{TableName, WorkspaceName};
 
-pub use encoding::KeyValue;
+pub use encoding::{KeyValue, format_micros};
 
 /// Which table a write or read is about, with the types the records are encoded by.
 #[derive(Debug, Clone, PartialEq)]

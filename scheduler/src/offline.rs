@@ -1,0 +1,37 @@
+//! The offline store as the control plane sees it: what a table's Delta table holds.
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use deltalake::DeltaTable;
+use ftab_core::protocol::OfflineStats;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Version, files and rows of the Delta table at `url`, or `None` if nothing was committed
+/// there yet.
+pub async fn stats(url: &Url) -> Result<Option<OfflineStats>> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::Internal(format!("cannot read the offline table {url}: {e}"))
+    };
+    let table = DeltaTable::try_from_url(url.clone())
+        .await
+        .map_err(|e| unreadable(&e))?;
+    let Some(version) = table.version() else {
+        return Ok(None);
+    };
+    let snapshot = table.snapshot().map_err(|e| unreadable(&e))?;
+    let adds = snapshot
+        .add_actions_table(true)
+        .map_err(|e| unreadable(&e))?;
+    let rows = adds
+        .column_by_name("num_records")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .map(|c| c.iter().flatten().sum::<i64>())
+        .unwrap_or(0);
+    Ok(Some(OfflineStats {
+        delta_version: version as u64,
+        files: adds.num_rows() as u64,
+        rows: rows.max(0) as u64,
+    }))
+}

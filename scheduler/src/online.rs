@@ -1,0 +1,95 @@
+//! Online reads for inspection (`get_online`, `ftab get`). The serving API (HTTP
+//! `get-features`) builds on the same store.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use ftab_core::online::{KeyValue, OnlineStore, OnlineTable, format_micros};
+use ftab_core::protocol::{GetOnlineRequest, GetOnlineResponse};
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::workspaces::find_table;
+
+#[derive(Clone)]
+pub struct OnlineReads {
+    catalog: Catalog,
+    store: Arc<dyn OnlineStore>,
+}
+
+impl OnlineReads {
+    pub fn new(catalog: Catalog, store: Arc<dyn OnlineStore>) -> Self {
+        Self { catalog, store }
+    }
+
+    pub async fn get(&self, request: GetOnlineRequest) -> Result<GetOnlineResponse> {
+        let state = self.catalog.workspace(&request.workspace).await?;
+        let table = find_table(&state, &request.table)?;
+        if !table.online {
+            return Err(Error::FailedPrecondition(format!(
+                "feature table `{}` is not online (online = false in its definition), so it has no online records",
+                table.name
+            )));
+        }
+        let generation = self
+            .catalog
+            .table_generation(&state.name, &table.name)
+            .await?
+            .ok_or_else(|| {
+                Error::CatalogData(format!(
+                    "feature table `{}` has no storage record",
+                    table.name
+                ))
+            })?;
+        let online_table =
+            OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
+        let unknown: Vec<&str> = request
+            .keys
+            .keys()
+            .filter(|k| !online_table.keys.iter().any(|(name, _)| name == *k))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "`{}` {} not a join key of feature table `{}`; its join keys are: {}",
+                unknown.join("`, `"),
+                if unknown.len() == 1 { "is" } else { "are" },
+                table.name,
+                online_table
+                    .keys
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut key = Vec::with_capacity(online_table.keys.len());
+        for (name, value_type) in &online_table.keys {
+            let text = request.keys.get(name).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "join key `{name}` of feature table `{}` is missing; give every join key, e.g. {name}=VALUE",
+                    table.name
+                ))
+            })?;
+            key.push(
+                KeyValue::parse(name, text, value_type)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?,
+            );
+        }
+        let records = self
+            .store
+            .read(&online_table, &[key], Utc::now().timestamp_micros())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let record = records.into_iter().next().flatten();
+        Ok(GetOnlineResponse {
+            workspace: state.name.clone(),
+            table: table.name.clone(),
+            keys: request.keys,
+            found: record.is_some(),
+            timestamp: record.as_ref().map(|r| format_micros(r.timestamp)),
+            seq: record.as_ref().map(|r| r.seq),
+            features: record.map(|r| r.features).unwrap_or_default(),
+        })
+    }
+}

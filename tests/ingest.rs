@@ -1,0 +1,282 @@
+//! End to end: `ftab ingest` of CSV and JSON lines files into a real scheduler, `--wait`,
+//! `ftab get`, `ftab jobs`, refusals, and a scheduler killed (SIGKILL) in the middle of a
+//! job: after a restart the job finishes and every row is stored exactly once.
+
+use std::path::Path;
+
+use ftab_e2e::{SchedulerProcess, poll_json, repo_root};
+
+fn setup(scheduler: &SchedulerProcess) {
+    scheduler
+        .ftab(&["workspace", "create", "prod", "--live"])
+        .ok();
+    let repo = repo_root().join("examples/feature_repo");
+    scheduler
+        .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
+        .ok();
+}
+
+/// An ISO timestamp `hours` before now.
+fn hours_ago(hours: i64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - hours * 3600;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a date crate.
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn describe(scheduler: &SchedulerProcess) -> serde_json::Value {
+    scheduler
+        .ftab(&[
+            "--output",
+            "json",
+            "tables",
+            "describe",
+            "user_login_counts",
+            "-w",
+            "prod",
+        ])
+        .json()
+}
+
+#[test]
+fn ingest_files_wait_get_and_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = SchedulerProcess::start(&dir.path().join("data"));
+    setup(&scheduler);
+    let (t1, t2) = (hours_ago(48), hours_ago(24));
+    let csv = write(
+        dir.path(),
+        "logins.csv",
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{t1},1,10\nu2,{t1},2,20\nu1,{t1},3,30\n"
+        ),
+    );
+    let jsonl = write(
+        dir.path(),
+        "logins.jsonl",
+        &format!(
+            "{{\"user_id\": \"u1\", \"timestamp\": \"{t2}\", \"user_login_count_7d\": 5, \"user_login_count_30d\": 50}}\n"
+        ),
+    );
+
+    let out = scheduler.ftab(&[
+        "ingest",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        &csv,
+        &jsonl,
+        "--wait",
+    ]);
+    let text = out.ok();
+    assert!(
+        text.contains("logins.csv: staged 3 rows as ingest"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(seq 1)") && text.contains("(seq 2)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("succeeded (attempt 1): offline_commit done, online_load done"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "rows received 3, in-ingest duplicates dropped 1, committed offline 2, written online 2"
+        ),
+        "{text}"
+    );
+
+    let record = scheduler
+        .ftab(&[
+            "--output",
+            "json",
+            "get",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "--key",
+            "user_id=u1",
+        ])
+        .json();
+    assert_eq!(record["found"], true, "{record}");
+    assert_eq!(record["seq"], 2);
+    assert_eq!(
+        record["features"][0],
+        serde_json::json!(["user_login_count_7d", 5])
+    );
+    let text = scheduler.ftab(&[
+        "get",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        "-k",
+        "user_id=nobody",
+    ]);
+    assert!(
+        text.ok().contains("No online record for user_id=nobody"),
+        "{}",
+        text.stdout
+    );
+    let err = scheduler
+        .ftab(&[
+            "get",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "-k",
+            "userid=u1",
+        ])
+        .fails_with(1)
+        .to_string();
+    assert!(err.contains("`userid` is not a join key of feature table `user_login_counts`; its join keys are: user_id"), "{err}");
+
+    let jobs = scheduler
+        .ftab(&["--output", "json", "jobs", "list", "-w", "prod"])
+        .json();
+    let states: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "succeeded"]);
+    let job_id = jobs["jobs"][0]["job_id"].as_str().unwrap().to_string();
+    let shown = scheduler.ftab(&["jobs", "show", &job_id]);
+    assert!(
+        shown.ok().contains("committed offline 1"),
+        "{}",
+        shown.stdout
+    );
+    let err = scheduler
+        .ftab(&["jobs", "cancel", &job_id])
+        .fails_with(1)
+        .to_string();
+    assert!(err.contains("already succeeded"), "{err}");
+
+    assert_eq!(describe(&scheduler)["offline"]["rows"], 3);
+
+    // Refusals name the file and the problem, and store nothing.
+    let bad = write(
+        dir.path(),
+        "bad.csv",
+        &format!("user_id,timestamp,user_login_count_7d\nu9,{t1},1\n"),
+    );
+    let err = scheduler
+        .ftab(&["ingest", "-w", "prod", "-t", "user_login_counts", &bad])
+        .fails_with(1)
+        .to_string();
+    assert!(
+        err.contains("bad.csv: missing column `user_login_count_30d`"),
+        "{err}"
+    );
+    let err = scheduler
+        .ftab(&[
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "data.xlsx",
+        ])
+        .fails_with(1)
+        .to_string();
+    assert!(err.contains("cannot tell the format of data.xlsx"), "{err}");
+    assert_eq!(describe(&scheduler)["offline"]["rows"], 3);
+}
+
+#[test]
+fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let t = hours_ago(5);
+    let csv = write(
+        dir.path(),
+        "logins.csv",
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{t},1,10\nu2,{t},2,20\nu3,{t},3,30\n"
+        ),
+    );
+
+    // The offline commit lands, then the scheduler dies before recording it.
+    let scheduler =
+        SchedulerProcess::start_with_env(&data_dir, &[("FTAB_FAILPOINT", "after_offline_commit")]);
+    setup(&scheduler);
+    let out = scheduler.ftab(&[
+        "--output",
+        "json",
+        "ingest",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        &csv,
+    ]);
+    let job_id = out.json()["job_id"].as_str().unwrap().to_string();
+    scheduler.wait_for_log("failpoint reached");
+    scheduler.kill();
+
+    let restarted = SchedulerProcess::start(&data_dir);
+    let job = poll_json(&restarted, &["jobs", "show", &job_id], |j| {
+        j["state"] == "succeeded" || j["state"] == "failed"
+    });
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["counts"]["offline_rows_committed"], 3, "{job}");
+    assert_eq!(job["counts"]["online_rows_written"], 3, "{job}");
+    assert!(
+        restarted
+            .log()
+            .contains("already committed by an earlier attempt"),
+        "{}",
+        restarted.log()
+    );
+    let offline = describe(&restarted)["offline"].clone();
+    assert_eq!(offline["rows"], 3, "each row exactly once: {offline}");
+    assert_eq!(offline["delta_version"], 0, "one commit: {offline}");
+    let record = restarted
+        .ftab(&[
+            "--output",
+            "json",
+            "get",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "-k",
+            "user_id=u3",
+        ])
+        .json();
+    assert_eq!(
+        record["features"][0],
+        serde_json::json!(["user_login_count_7d", 3])
+    );
+}
