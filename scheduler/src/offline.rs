@@ -2,7 +2,7 @@
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError};
 use ftab_core::protocol::OfflineStats;
 use url::Url;
 
