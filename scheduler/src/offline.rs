@@ -14,9 +14,14 @@ pub async fn stats(url: &Url) -> Result<Option<OfflineStats>> {
     let unreadable = |e: &dyn std::fmt::Display| {
         Error::Internal(format!("cannot read the offline table {url}: {e}"))
     };
-    let table = DeltaTable::try_from_url(url.clone())
-        .await
-        .map_err(|e| unreadable(&e))?;
+    let table = match DeltaTable::try_from_url(url.clone()).await {
+        Ok(table) => table,
+        // Nothing ingested yet: no directory (local store), or no log.
+        Err(DeltaTableError::InvalidTableLocation(_) | DeltaTableError::NotATable(_)) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(unreadable(&e)),
+    };
     let Some(version) = table.version() else {
         return Ok(None);
     };
