@@ -14,6 +14,12 @@ pub async fn stats(url: &Url) -> Result<Option<OfflineStats>> {
     let unreadable = |e: &dyn std::fmt::Display| {
         Error::Internal(format!("cannot read the offline table {url}: {e}"))
     };
+    if url.scheme() == "file"
+        && let Ok(path) = url.to_file_path()
+        && !path.join("_delta_log").exists()
+    {
+        return Ok(None);
+    }
     let table = match DeltaTable::try_from_url(url.clone()).await {
         Ok(table) => table,
         // Nothing ingested yet: no directory (local store), or no log.
