@@ -1,5 +1,5 @@
 //! The README's quickstart script, run twice on a fresh data directory: it must work the
-//! first time and be safe to run again.
+//! first time (apply, ingest, online record, offline table) and be safe to run again.
 
 use std::process::Command;
 
@@ -35,7 +35,10 @@ fn quickstart_applies_the_example_and_can_run_again() {
         "$ ftab workspace create quickstart --live",
         "Applied to workspace quickstart: version 0 -> 1",
         "Feature table user_login_counts (workspace quickstart, live, version 1)",
-        "Feature table user_merchant_stats",
+        "rows received 81, in-ingest duplicates dropped 1, committed offline 80, written online 20",
+        "$ ftab get --workspace quickstart --table user_login_counts --key user_id=user_1",
+        "user_login_count_7d      99",
+        "offline data:    80 rows in",
         "==> done",
         "ftab-scheduler stopped",
     ] {
