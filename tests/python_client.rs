@@ -1,7 +1,8 @@
-//! Runs tests/python/test_flight_protocol.py, which drives a real `ftab-scheduler` with
-//! pyarrow's Flight client alone: ftab's protocol must work for clients ftab did not write.
+//! Runs the tests in tests/python against a real `ftab-scheduler`: pyarrow's Flight client
+//! alone drives the protocol (actions, ingest), and delta-rs's Python package reads the
+//! offline store. ftab must work with clients it did not write.
 //!
-//! Needs python3 with pyarrow and pytest (`pip install -r tests/python/requirements.txt`;
+//! Needs python3 with pyarrow, pytest and deltalake (`pip install -r tests/python/requirements.txt`;
 //! `.ci/run` installs them). Without them the test fails and says so, unless
 //! FTAB_SKIP_PYTHON_TESTS=1 is set, in which case it says clearly that it skipped.
 
@@ -12,18 +13,18 @@ use ftab_e2e::{SchedulerProcess, repo_root};
 #[test]
 fn pyarrow_flight_client_speaks_the_protocol() {
     let probe = Command::new("python3")
-        .args(["-c", "import pyarrow.flight, pytest"])
+        .args(["-c", "import pyarrow.flight, pytest, deltalake"])
         .output();
     let available = matches!(&probe, Ok(out) if out.status.success());
     if !available {
         if std::env::var("FTAB_SKIP_PYTHON_TESTS").is_ok_and(|v| v == "1") {
             eprintln!(
-                "SKIPPED pyarrow_flight_client_speaks_the_protocol: FTAB_SKIP_PYTHON_TESTS=1 and pyarrow/pytest are not installed"
+                "SKIPPED pyarrow_flight_client_speaks_the_protocol: FTAB_SKIP_PYTHON_TESTS=1 and pyarrow/pytest/deltalake are not installed"
             );
             return;
         }
         panic!(
-            "python3 with pyarrow and pytest is needed: run `pip install -r tests/python/requirements.txt` (or set FTAB_SKIP_PYTHON_TESTS=1 to skip). Probe said: {probe:?}"
+            "python3 with pyarrow, pytest and deltalake is needed: run `pip install -r tests/python/requirements.txt` (or set FTAB_SKIP_PYTHON_TESTS=1 to skip). Probe said: {probe:?}"
         );
     }
 
@@ -33,7 +34,7 @@ fn pyarrow_flight_client_speaks_the_protocol() {
     let root = repo_root();
     let output = Command::new("python3")
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(root.join("tests/python/test_flight_protocol.py"))
+        .arg(root.join("tests/python"))
         .env("FTAB_FLIGHT_URL", &grpc_url)
         .env("FTAB_EXAMPLE_REPO", root.join("examples/feature_repo"))
         .output()
