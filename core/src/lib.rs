@@ -5,15 +5,23 @@
 //! - [`repository`]: feature repositories (directories of TOML files) read and parsed;
 //! - [`diff`]: the plan of an apply, and which changes would break stored data;
 //! - [`protocol`]: the typed JSON messages of ftab's Flight protocol;
-//! - [`storage`]: where data lives in the object store.
+//! - [`storage`]: where data lives in the object store;
+//! - [`validate`]: ingested data checked and converted to a table's schema;
+//! - [`online`]: the online store (trait, embedded backend);
+//! - [`offline`]: the offline Delta tables: commits, snapshots, pruning;
+//! - [`plan`]: the physical plans of ftab's jobs (ingest, point-in-time join, training
+//!   sets) and [`codec`], which ships ftab's plan nodes to Ballista executors.
 //!
 //! Core knows nothing of Flight, HTTP or SQLite; the scheduler and the client build on it.
 
+pub mod codec;
 pub mod definitions;
 pub mod diff;
 pub mod ids;
 pub mod names;
+pub mod offline;
 pub mod online;
+pub mod plan;
 pub mod protocol;
 pub mod repository;
 pub mod storage;
@@ -35,6 +43,11 @@ pub enum Error {
     Read(#[from] repository::ReadError),
     #[error("invalid storage location `{location}`: {reason}")]
     StorageLocation { location: String, reason: String },
+    #[error("offline table {location}: {message}")]
+    Offline { location: String, message: String },
+    /// A request that cannot be answered as asked (e.g. a version that does not exist).
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// Problems as a message: one per line, after a count.

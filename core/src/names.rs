@@ -151,6 +151,12 @@ name_type!(
     true
 );
 name_type!(
+    /// An uploaded spine: the entity keys and times a training set is asked for.
+    SpineName,
+    "spine",
+    true
+);
+name_type!(
     /// A column of a feature table: a join key, the timestamp field or a feature.
     ColumnName,
     "column",

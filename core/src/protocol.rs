@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use crate::definitions::{Column, FeatureTable};
+use crate::definitions::{Column, FeatureRef, FeatureTable};
 use crate::diff::Plan;
 use crate::ids::{IngestId, JobId};
-use crate::names::{TableName, WorkspaceName};
+use crate::names::{ServiceName, SpineName, TableName, WorkspaceName};
+pub use crate::offline::AsOf;
 use crate::repository::RepositoryFile;
 
 /// Whether a workspace ingests and materializes (`live`) or only holds definitions
@@ -264,7 +265,13 @@ pub struct OfflineStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
+    /// DoPut: push a dataframe into a feature table.
     Ingest(IngestCommand),
+    /// DoPut: store a spine for later training-set requests.
+    Spine(SpineCommand),
+    /// GetFlightInfo (and DoExchange, with the spine sent as the exchange's data): a
+    /// point-in-time-correct training set.
+    TrainingSet(TrainingSetRequest),
 }
 
 impl Command {
@@ -272,14 +279,150 @@ impl Command {
         serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidBody {
             action: "command".into(),
             message: format!(
-                "{e}; a command is JSON such as {{\"ingest\": {{\"workspace\": \"prod\", \"table\": \"t\"}}}}"
+                "{e}; a command is JSON with one key, `ingest`, `spine` or `training_set`, such as {{\"ingest\": {{\"workspace\": \"prod\", \"table\": \"t\"}}}}"
             ),
         })
+    }
+
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ingest(_) => "ingest",
+            Command::Spine(_) => "spine",
+            Command::TrainingSet(_) => "training_set",
+        }
     }
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("protocol types serialize to JSON")
     }
+}
+
+/// DoPut `{"spine": {"name"}}`: the uploaded batches are stored as spine `name` (an
+/// earlier spine of that name is replaced) until it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpineCommand {
+    pub name: SpineName,
+}
+
+/// The PutResult `app_metadata` of a stored spine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpineInfo {
+    pub name: SpineName,
+    pub rows: u64,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// Where a training set's spine comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum SpineSource {
+    /// A spine uploaded with DoPut `{"spine": {"name"}}`.
+    Name { name: SpineName },
+    /// Parquet files in an object store: one file, or a directory of `*.parquet` files.
+    Uri { uri: String },
+}
+
+impl<'de> Deserialize<'de> for SpineSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Either {
+            name: Option<SpineName>,
+            uri: Option<String>,
+        }
+        let either = Either::deserialize(deserializer)?;
+        match (either.name, either.uri) {
+            (Some(name), None) => Ok(SpineSource::Name { name }),
+            (None, Some(uri)) => Ok(SpineSource::Uri { uri }),
+            _ => Err(serde::de::Error::custom(
+                "spine must be {\"name\": NAME} (an uploaded spine) or {\"uri\": URI} (Parquet in an object store)",
+            )),
+        }
+    }
+}
+
+/// Which version of the offline tables a training set reads: one point for every table,
+/// or one per table (tables not named read their latest version). A number is a Delta
+/// version, a string an RFC 3339 wall-clock time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AsOfRequest {
+    All(AsOf),
+    PerTable(BTreeMap<TableName, AsOf>),
+}
+
+impl AsOfRequest {
+    /// The point `table` is read at, if pinned.
+    pub fn for_table(&self, table: &TableName) -> Option<AsOf> {
+        match self {
+            AsOfRequest::All(as_of) => Some(*as_of),
+            AsOfRequest::PerTable(tables) => tables.get(table).copied(),
+        }
+    }
+}
+
+/// `{"training_set": ...}`: the features of a feature service (or a list of
+/// `table`/`table.feature` references), joined point-in-time correctly onto a spine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSetRequest {
+    pub workspace: WorkspaceName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_service: Option<ServiceName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<FeatureRef>>,
+    /// Absent only in DoExchange, where the spine follows as data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spine: Option<SpineSource>,
+    /// The spine's time column; default: its only timestamp column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfRequest>,
+    /// Name feature columns `<table>__<feature>` (default) or, when false, `<feature>`.
+    #[serde(default = "default_true")]
+    pub full_feature_names: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One table of a training set as read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSetTable {
+    pub table: TableName,
+    /// The Delta version read (absent when the table had no data at the requested point);
+    /// pass it back as `as_of` to get the same rows later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<u64>,
+    /// Data files read after pruning, and in the version.
+    pub files_read: u64,
+    pub files_total: u64,
+}
+
+/// The `app_metadata` of a training set's FlightInfo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSetInfo {
+    pub training_set_id: String,
+    /// Output rows: one per spine row.
+    pub rows: u64,
+    pub tables: Vec<TrainingSetTable>,
+    /// The spine's time column.
+    pub timestamp_column: String,
+    /// Until when the endpoints can be fetched (RFC 3339, UTC).
+    pub expires_at: String,
+}
+
+/// A DoGet ticket of a training set: one output partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSetTicket {
+    pub training_set_id: String,
+    pub partition: usize,
 }
 
 /// Longest idempotency key accepted.
@@ -551,7 +694,9 @@ mod tests {
             br#"{"ingest": {"workspace": "prod", "table": "t", "idempotency_key": "k1"}}"#,
         )
         .unwrap();
-        let Command::Ingest(ingest) = &command;
+        let Command::Ingest(ingest) = &command else {
+            panic!("decoded {command:?}");
+        };
         assert_eq!(ingest.idempotency_key.as_deref(), Some("k1"));
         assert!(!ingest.drop_extra_columns);
         assert_eq!(Command::decode(&command.encode()).unwrap(), command);
@@ -560,7 +705,53 @@ mod tests {
             .to_string();
         assert!(err.contains("missing field `table`"), "{err}");
         let err = Command::decode(b"SELECT 1").unwrap_err().to_string();
-        assert!(err.contains("a command is JSON such as"), "{err}");
+        assert!(err.contains("a command is JSON with one key"), "{err}");
+    }
+
+    #[test]
+    fn training_set_requests_decode() {
+        let command = Command::decode(
+            br#"{"training_set": {"workspace": "prod", "feature_service": "fraud",
+                 "spine": {"name": "labels"}, "as_of": {"user_login_counts": 3, "t2": "2024-05-01T00:00:00Z"}}}"#,
+        )
+        .unwrap();
+        let Command::TrainingSet(request) = &command else {
+            panic!("decoded {command:?}");
+        };
+        assert!(request.full_feature_names, "full names by default");
+        assert_eq!(
+            request.spine,
+            Some(SpineSource::Name {
+                name: SpineName::new("labels").unwrap()
+            })
+        );
+        let as_of = request.as_of.as_ref().unwrap();
+        assert_eq!(
+            as_of.for_table(&TableName::new("user_login_counts").unwrap()),
+            Some(AsOf::Version(3))
+        );
+        assert!(matches!(
+            as_of.for_table(&TableName::new("t2").unwrap()),
+            Some(AsOf::Time(_))
+        ));
+        assert_eq!(as_of.for_table(&TableName::new("t3").unwrap()), None);
+        assert_eq!(Command::decode(&command.encode()).unwrap(), command);
+
+        let uri = Command::decode(
+            br#"{"training_set": {"workspace": "prod", "features": ["t.f", "u"], "spine": {"uri": "s3://b/spine.parquet"}, "as_of": 4}}"#,
+        )
+        .unwrap();
+        let Command::TrainingSet(request) = uri else {
+            panic!();
+        };
+        assert_eq!(request.features.unwrap().len(), 2);
+        assert_eq!(request.as_of, Some(AsOfRequest::All(AsOf::Version(4))));
+        let err = Command::decode(br#"{"training_set": {"workspace": "prod", "spine": {"name": "../x"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid body for action `command`"), "{err}");
+        let err = Command::decode(br#"{"spine": {}}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `name`"), "{err}");
     }
 
     #[test]

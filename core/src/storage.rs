@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! <root>/offline/<workspace>/<table>/g<generation>/   the table's Delta table
-//! <root>/staging/<workspace>/<table>/<ingest_id>/     staged ingests (Parquet)
+//! <root>/staging/<workspace>/<table>/<ingest_id>/     staged ingests (Parquet), and
+//!                                                     their latest row per key (latest/)
+//! <root>/spines/<name>/<upload>/                      uploaded spines (Parquet)
 //! ```
 //!
 //! `root` is a URL (`file://`, `s3://`, `gs://`, `az://`, `abfss://`, `memory://`) or a local
@@ -19,7 +21,7 @@ use url::Url;
 
 use crate::Error;
 use crate::ids::IngestId;
-use crate::names::{TableName, WorkspaceName};
+use crate::names::{SpineName, TableName, WorkspaceName};
 
 /// URL schemes ftab can store data under.
 pub const SUPPORTED_SCHEMES: &[&str] =
@@ -141,6 +143,11 @@ impl ObjectStorage {
         ])
     }
 
+    /// Where one upload of a spine is stored.
+    pub fn spine_prefix(&self, name: &SpineName, upload: &str) -> Path {
+        self.path(&["spines", name.as_str(), upload])
+    }
+
     /// `scheme://authority/`, the URL to register the store under in DataFusion.
     pub fn base_url(&self) -> &Url {
         &self.base
@@ -150,6 +157,13 @@ impl ObjectStorage {
     pub fn directory_url(&self, prefix: &Path) -> Url {
         self.base
             .join(&format!("{prefix}/"))
+            .expect("an object store path joins onto its store's base URL")
+    }
+
+    /// The URL of an object in this store.
+    pub fn object_url(&self, path: &Path) -> Url {
+        self.base
+            .join(path.as_ref())
             .expect("an object store path joins onto its store's base URL")
     }
 

@@ -2,8 +2,8 @@
 //!
 //! It registers with a Ballista scheduler (the one `ftab-scheduler` runs in cluster mode)
 //! and runs the tasks of ftab's jobs: reading and writing the object store and the online
-//! store directly. ftab's own plan nodes reach it through the extension codec, which is
-//! registered here once ftab has plan nodes (docs/architecture.md). On one machine no
+//! store directly. ftab's own plan nodes (the as-of join, the ingest writer, the online
+//! load) reach it through ftab's extension codec, registered here. On one machine no
 //! executor process is needed: the scheduler runs an in-process executor.
 
 use std::sync::Arc;
@@ -69,6 +69,7 @@ async fn main() -> std::process::ExitCode {
         port: args.port,
         grpc_port: args.grpc_port,
         work_dir: args.work_dir,
+        override_physical_codec: Some(ftab_core::codec::physical_codec()),
         ..ExecutorProcessConfig::default()
     };
     if let Some(tasks) = args.concurrent_tasks {

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,12 @@ use serde::{Deserialize, Serialize};
 pub mod defaults {
     pub const DATA_DIR: &str = "ftab-data";
     pub const FLIGHT_ADDR: &str = "127.0.0.1:50051";
-    pub const LOG: &str = "info";
+    /// ftab at info; the libraries it embeds only when they warn.
+    pub const LOG: &str = "info,buoyant_kernel=warn,deltalake_core=warn,ballista_core=warn,ballista_scheduler=warn,ballista_executor=warn";
+    /// How long an uploaded spine is kept.
+    pub const SPINE_TTL: &str = "24h";
+    /// How long a training set's results stay fetchable after it is computed.
+    pub const TRAINING_SET_RETENTION: &str = "1h";
 }
 
 /// ftab-scheduler: the ftab control plane. Serves the Flight protocol, keeps the catalog
@@ -41,6 +47,23 @@ pub struct Args {
     /// Log filter, e.g. `info` or `ftab_scheduler=debug,info`.
     #[arg(long, env = "FTAB_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Tasks run at once and partitions of every shuffle (default: the number of cores).
+    #[arg(long, env = "FTAB_PARALLELISM", value_name = "N")]
+    pub parallelism: Option<usize>,
+
+    /// Memory jobs may use before sorts spill to disk, e.g. `4GiB` or `512MiB`
+    /// (default: a quarter of the machine's memory).
+    #[arg(long, env = "FTAB_MEMORY_LIMIT", value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+
+    /// How long an uploaded spine is kept, e.g. `24h` (units s, m, h, d).
+    #[arg(long, env = "FTAB_SPINE_TTL", value_name = "DURATION")]
+    pub spine_ttl: Option<String>,
+
+    /// How long a computed training set stays fetchable, e.g. `1h`.
+    #[arg(long, env = "FTAB_TRAINING_SET_RETENTION", value_name = "DURATION")]
+    pub training_set_retention: Option<String>,
 }
 
 /// The settings a config file may hold. Unknown keys are refused, so a typo is caught.
@@ -51,6 +74,10 @@ struct FileConfig {
     flight_addr: Option<SocketAddr>,
     storage: Option<String>,
     log: Option<String>,
+    parallelism: Option<usize>,
+    memory_limit: Option<String>,
+    spine_ttl: Option<String>,
+    training_set_retention: Option<String>,
 }
 
 /// The resolved configuration of one scheduler process.
@@ -61,6 +88,14 @@ pub struct SchedulerConfig {
     /// Object store root; `None` means `<data_dir>/store`.
     pub storage: Option<String>,
     pub log: String,
+    /// Tasks run at once, and partitions of every shuffle.
+    pub parallelism: usize,
+    /// Bytes of memory jobs may use before they spill.
+    pub memory_limit: u64,
+    /// How long an uploaded spine is kept.
+    pub spine_ttl: Duration,
+    /// How long a training set's results stay fetchable.
+    pub training_set_retention: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -72,8 +107,55 @@ impl Default for SchedulerConfig {
                 .expect("the default Flight address parses"),
             storage: None,
             log: defaults::LOG.to_string(),
+            parallelism: default_parallelism(),
+            memory_limit: default_memory_limit(),
+            spine_ttl: parse_duration(defaults::SPINE_TTL)
+                .expect("the default spine ttl parses"),
+            training_set_retention: parse_duration(defaults::TRAINING_SET_RETENTION)
+                .expect("the default retention parses"),
         }
     }
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// A quarter of the machine's memory (Linux), or 4 GiB where it cannot be read.
+fn default_memory_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    total.map(|t| t / 4).unwrap_or(4 << 30)
+}
+
+/// `4GiB`, `512MiB`, `1G`, `65536` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size `{text}`; write a number with an optional unit, e.g. 4GiB, 512MiB or 1073741824");
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(factor).ok_or_else(bad)
+}
+
+/// `30s`, `15m`, `24h`, `7d` (the units of a feature table's ttl).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let ttl: ftab_core::definitions::Ttl = text.parse()?;
+    Ok(Duration::from_secs(ttl.seconds()))
 }
 
 impl SchedulerConfig {
@@ -93,11 +175,42 @@ impl SchedulerConfig {
                 .unwrap_or(defaults.flight_addr),
             storage: args.storage.or(file.storage),
             log: args.log.or(file.log).unwrap_or(defaults.log),
+            parallelism: match args.parallelism.or(file.parallelism) {
+                Some(0) => return Err("parallelism must be at least 1".into()),
+                Some(n) => n,
+                None => defaults.parallelism,
+            },
+            memory_limit: match args.memory_limit.or(file.memory_limit) {
+                Some(text) => parse_size(&text).map_err(|e| format!("memory_limit: {e}"))?,
+                None => defaults.memory_limit,
+            },
+            spine_ttl: match args.spine_ttl.or(file.spine_ttl) {
+                Some(text) => parse_duration(&text).map_err(|e| format!("spine_ttl: {e}"))?,
+                None => defaults.spine_ttl,
+            },
+            training_set_retention: match args
+                .training_set_retention
+                .or(file.training_set_retention)
+            {
+                Some(text) => parse_duration(&text)
+                    .map_err(|e| format!("training_set_retention: {e}"))?,
+                None => defaults.training_set_retention,
+            },
         })
     }
 
     pub fn catalog_path(&self) -> PathBuf {
         self.data_dir.join("catalog.db")
+    }
+
+    /// The embedded Ballista executor's work directory (shuffles, job results).
+    pub fn ballista_dir(&self) -> PathBuf {
+        self.data_dir.join("ballista")
+    }
+
+    /// Where sorts spill when jobs run short of memory.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.data_dir.join("spill")
     }
 
     /// The embedded online store's database file.
@@ -173,6 +286,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("cannot read config file"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_clear_errors() {
+        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("lots").unwrap_err().contains("invalid size `lots`"));
+        assert!(parse_size("4 parsecs").is_err());
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("soon").unwrap_err().contains("unit s, m, h or d"));
+        let err = SchedulerConfig::resolve(Args {
+            parallelism: Some(0),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("parallelism must be at least 1"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub enum Error {
     #[error("job {0} does not exist; `ftab jobs list` shows the jobs")]
     JobNotFound(JobId),
 
+    /// Something else the request names does not exist; the message says what.
+    #[error("{0}")]
+    NotFound(String),
+
     /// A request that is wrong in itself: bad names, bad definitions, bad JSON.
     #[error(transparent)]
     Core(#[from] ftab_core::Error),
@@ -48,6 +52,10 @@ pub enum Error {
     #[error("{0} is not supported by this server yet")]
     Unsupported(String),
 
+    /// A Ballista job failed; the message is the innermost cause.
+    #[error("{0}")]
+    JobFailed(String),
+
     #[error("catalog: {0}")]
     Catalog(#[from] rusqlite::Error),
 
@@ -62,15 +70,19 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         use tonic::Code;
         let code = match &error {
-            Error::WorkspaceNotFound(_) | Error::TableNotFound { .. } | Error::JobNotFound(_) => {
-                Code::NotFound
-            }
+            Error::WorkspaceNotFound(_)
+            | Error::TableNotFound { .. }
+            | Error::JobNotFound(_)
+            | Error::NotFound(_) => Code::NotFound,
             Error::WorkspaceExists(_) => Code::AlreadyExists,
             Error::Core(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::VersionConflict { .. } => Code::Aborted,
             Error::Unsupported(_) => Code::Unimplemented,
-            Error::Catalog(_) | Error::CatalogData(_) | Error::Internal(_) => Code::Internal,
+            Error::Catalog(_)
+            | Error::CatalogData(_)
+            | Error::Internal(_)
+            | Error::JobFailed(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!(%error, "request failed");

@@ -18,12 +18,16 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use futures::TryStreamExt;
 
-use ftab_core::protocol::{self, ACTION_TYPES, Command, ListTablesCriteria};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use ftab_core::protocol::{
+    self, ACTION_TYPES, Command, ListTablesCriteria, TrainingSetRequest, TrainingSetTicket,
+};
 
 use crate::error::Error;
 use crate::ingest::Ingests;
 use crate::jobs::Jobs;
 use crate::online::OnlineReads;
+use crate::training_sets::{Started, TrainingSets};
 use crate::workspaces::Workspaces;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -37,15 +41,23 @@ pub struct FlightHandler {
     ingests: Ingests,
     jobs: Jobs,
     online: OnlineReads,
+    training_sets: TrainingSets,
 }
 
 impl FlightHandler {
-    pub fn new(workspaces: Workspaces, ingests: Ingests, jobs: Jobs, online: OnlineReads) -> Self {
+    pub fn new(
+        workspaces: Workspaces,
+        ingests: Ingests,
+        jobs: Jobs,
+        online: OnlineReads,
+        training_sets: TrainingSets,
+    ) -> Self {
         Self {
             workspaces,
             ingests,
             jobs,
             online,
+            training_sets,
         }
     }
 
@@ -78,6 +90,90 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, Error> {
 
 fn unsupported<T>(call: &str) -> Result<T, Status> {
     Err(Error::Unsupported(call.to_string()).into())
+}
+
+fn decode_command(descriptor: &FlightDescriptor) -> Result<Command, Error> {
+    Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_core::Error::from(e)))
+}
+
+/// The FlightInfo of a started training set: its schema, one endpoint per output
+/// partition (the ticket names the partition), and its metadata as JSON.
+fn training_set_info(started: &Started, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
+    let mut info = FlightInfo::new()
+        .try_with_schema(&started.schema)
+        .map_err(|e| Error::Internal(format!("cannot encode schema: {e}")))?
+        .with_descriptor(descriptor)
+        .with_total_records(started.info.rows as i64)
+        .with_ordered(false)
+        .with_app_metadata(json(&started.info)?);
+    for partition in 0..started.partitions {
+        let ticket = TrainingSetTicket {
+            training_set_id: started.info.training_set_id.clone(),
+            partition,
+        };
+        info = info.with_endpoint(
+            arrow_flight::FlightEndpoint::new().with_ticket(Ticket::new(json(&ticket)?)),
+        );
+    }
+    Ok(info)
+}
+
+/// Decode the record batches that follow a command in a DoPut or DoExchange.
+fn record_batches(
+    first: FlightData,
+    rest: Streaming<FlightData>,
+) -> BoxStream<'static, Result<datafusion::arrow::array::RecordBatch, Error>> {
+    let data = stream::once(async { Ok(first) })
+        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))));
+    FlightRecordBatchStream::new_from_flight_data(data).map_err(|e| match e {
+        FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
+            Error::InvalidArgument("the upload was cancelled by the client; nothing was stored".into())
+        }
+        other => Error::InvalidArgument(format!(
+            "cannot decode the uploaded data: {other}; nothing was stored"
+        )),
+    })
+    .boxed()
+}
+
+impl FlightHandler {
+    async fn exchange(
+        &self,
+        mut training_set: TrainingSetRequest,
+        spine: impl Stream<Item = Result<datafusion::arrow::array::RecordBatch, Error>>
+        + Send
+        + Unpin,
+    ) -> Result<FlightStream<FlightData>, Error> {
+        let name = ftab_core::names::SpineName::new(format!(
+            "exchange_{}",
+            uuid::Uuid::now_v7().simple()
+        ))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let stored = self.training_sets.store_spine(name, spine).await?;
+        training_set.spine = Some(protocol::SpineSource::Name { name: stored.name });
+        let started = self.training_sets.start(training_set).await?;
+        let training_sets = self.training_sets.clone();
+        let id = started.info.training_set_id.clone();
+        let partitions = started.partitions;
+        let batches = stream::iter(0..partitions)
+            .then(move |partition| {
+                let training_sets = training_sets.clone();
+                let ticket = TrainingSetTicket {
+                    training_set_id: id.clone(),
+                    partition,
+                };
+                async move { training_sets.partition(&ticket).await }
+            })
+            .map_ok(|batches| batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_err(|e| FlightError::Tonic(Box::new(Status::from(e))))
+            .try_flatten();
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(started.schema.clone())
+            .with_metadata(json(&started.info)?.into())
+            .build(batches)
+            .map_err(Status::from);
+        Ok(data.boxed())
+    }
 }
 
 #[tonic::async_trait]
@@ -130,9 +226,24 @@ impl FlightService for FlightHandler {
 
     async fn get_flight_info(
         &self,
-        _request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        unsupported("GetFlightInfo (training sets)")
+        let descriptor = request.into_inner();
+        let command = decode_command(&descriptor)?;
+        let Command::TrainingSet(training_set) = command else {
+            return Err(Error::InvalidArgument(format!(
+                "GetFlightInfo takes a `training_set` command, not `{}`",
+                command.name()
+            ))
+            .into());
+        };
+        let span = tracing::info_span!("training_set", workspace = %training_set.workspace);
+        let started = self
+            .training_sets
+            .start(training_set)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(training_set_info(&started, descriptor)?))
     }
 
     async fn poll_flight_info(
@@ -151,9 +262,22 @@ impl FlightService for FlightHandler {
 
     async fn do_get(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        unsupported("DoGet (training sets)")
+        let ticket: TrainingSetTicket = serde_json::from_slice(&request.into_inner().ticket)
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "not a ticket from this server ({e}); tickets come from GetFlightInfo"
+                ))
+            })?;
+        let batches = self.training_sets.partition(&ticket).await?;
+        let schema = batches.schema();
+        let batches = batches.map_err(|e| FlightError::ExternalError(Box::new(e)));
+        let data = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| Status::internal(format!("training set stream failed: {e}")));
+        Ok(Response::new(data.boxed()))
     }
 
     async fn do_put(
@@ -170,42 +294,72 @@ impl FlightService for FlightHandler {
         let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
             Error::InvalidArgument("the first DoPut message must carry a FlightDescriptor whose cmd is an ftab command".into())
         })?;
-        let command =
-            Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_core::Error::from(e)))?;
-        match command {
+        let command = decode_command(&descriptor)?;
+        let answer = match command {
             Command::Ingest(ingest) => {
                 let span = tracing::info_span!("ingest", workspace = %ingest.workspace, table = %ingest.table);
-                let data = stream::once(async { Ok(first) })
-                    .chain(incoming.map_err(|status| FlightError::Tonic(Box::new(status))));
-                let batches =
-                    FlightRecordBatchStream::new_from_flight_data(data).map_err(|e| match e {
-                        FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
-                            Error::InvalidArgument(
-                                "the upload was cancelled by the client; nothing was stored".into(),
-                            )
-                        }
-                        other => Error::InvalidArgument(format!(
-                            "cannot decode the uploaded data: {other}; nothing was stored"
-                        )),
-                    });
                 let result = self
                     .ingests
-                    .ingest(ingest, Box::pin(batches))
+                    .ingest(ingest, record_batches(first, incoming))
                     .instrument(span)
                     .await?;
-                let answer = PutResult {
-                    app_metadata: json(&result)?.into(),
-                };
-                Ok(Response::new(stream::iter([Ok(answer)]).boxed()))
+                json(&result)?
             }
-        }
+            Command::Spine(spine) => {
+                let span = tracing::info_span!("spine", spine = %spine.name);
+                let result = self
+                    .training_sets
+                    .store_spine(spine.name, record_batches(first, incoming))
+                    .instrument(span)
+                    .await?;
+                json(&result)?
+            }
+            Command::TrainingSet(_) => {
+                return Err(Error::InvalidArgument(
+                    "a training set is asked with GetFlightInfo (or DoExchange with the spine as data), not DoPut".into(),
+                )
+                .into());
+            }
+        };
+        let answer = PutResult {
+            app_metadata: answer.into(),
+        };
+        Ok(Response::new(stream::iter([Ok(answer)]).boxed()))
     }
 
+    /// `{"training_set": {...}}` without a spine, then the spine's batches; answers the
+    /// training set, every partition in turn, on the same stream.
     async fn do_exchange(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        unsupported("DoExchange (training sets)")
+        let mut incoming = request.into_inner();
+        let first = incoming.message().await?.ok_or_else(|| {
+            Error::InvalidArgument(
+                "DoExchange sent no messages; send a FlightDescriptor with a training_set command, then the spine".into(),
+            )
+        })?;
+        let descriptor = first.flight_descriptor.clone().ok_or_else(|| {
+            Error::InvalidArgument("the first DoExchange message must carry a FlightDescriptor with a training_set command".into())
+        })?;
+        let Command::TrainingSet(training_set) = decode_command(&descriptor)? else {
+            return Err(Error::InvalidArgument(
+                "DoExchange takes a `training_set` command".into(),
+            )
+            .into());
+        };
+        if training_set.spine.is_some() {
+            return Err(Error::InvalidArgument(
+                "in DoExchange the spine is sent as the exchange's data; leave `spine` out of the command".into(),
+            )
+            .into());
+        }
+        let span = tracing::info_span!("training_set", workspace = %training_set.workspace);
+        let stream = self
+            .exchange(training_set, record_batches(first, incoming))
+            .instrument(span)
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_action(

@@ -1,45 +1,49 @@
 //! The job runner: takes queued jobs from the catalog and runs their steps.
 //!
-//! An ingest job has two steps, each idempotent, and the job record says which are done:
+//! An ingest job has two steps, each idempotent, and the job record says which are done.
+//! Each runs as a Ballista job ([`crate::cluster`]) whose plan is built in
+//! [`ftab_core::plan::ingest`]:
 //!
-//! 1. `offline_commit`: read the staged data, drop in-ingest duplicates of (join keys,
-//!    timestamp) keeping the last row, add `_seq`, `_ingested_at` and the `_date`
-//!    partition, and append to the table's Delta table in one commit that carries a Delta
-//!    application transaction `ftab-ingest-<ingest_id>`. A retried step first looks for that
-//!    transaction, so the rows are never committed twice.
-//! 2. `online_load`: the latest row per key of the ingest, written to the online store by
-//!    the newer-only rule (safe to repeat: an equal (timestamp, seq) is not newer).
+//! 1. `offline_commit`: executors read the staged data hash-partitioned by the join keys and
+//!    sorted, drop in-ingest duplicates of (join keys, timestamp) keeping the last row,
+//!    write the survivors with `_seq`, `_ingested_at` and the `_date` partition as Parquet
+//!    files into the table's Delta directory, and write the latest row per key beside the
+//!    staged data. The scheduler then commits the files in one Delta commit that carries
+//!    the application transaction `ftab-ingest-<ingest_id>`. A retried step first looks
+//!    for that transaction, so the rows are never committed twice; files of an attempt
+//!    that did not commit are never part of the table.
+//! 2. `online_load`: executors write the latest row per key to the online store by the
+//!    newer-only rule (safe to repeat: an equal (timestamp, seq) is not newer).
 //!
 //! A failed attempt is retried with exponential backoff; a scheduler stopped mid-job queues
 //! the job again at start and it resumes at its first step not done. Cancellation is
 //! checked between steps.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
-use datafusion::dataframe::DataFrame;
-use datafusion::execution::context::SessionContext;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{ExprFunctionExt, cast, col, lit};
-use datafusion::prelude::{Expr, ParquetReadOptions};
-use deltalake::DeltaTable;
-use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::protocol::SaveMode;
-use futures::{StreamExt, TryStreamExt};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::ParquetReadOptions;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use ftab_core::definitions::FeatureTable;
-use ftab_core::online::{OnlineStore, OnlineTable, WriteCounts};
+use ftab_core::ids::JobId;
+use ftab_core::offline;
+use ftab_core::online::OnlineTable;
+use ftab_core::plan::ingest::{
+    IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, ROW_COLUMN, collect_adds,
+    offline_table_schema, sum_column,
+};
 use ftab_core::protocol::{JobCounts, JobState, StepState};
 use ftab_core::storage::{ObjectStorage, StorageLayout};
 
 use crate::catalog::{Catalog, IngestRecord, JobRecord};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::ingest::{STEP_OFFLINE_COMMIT, STEP_ONLINE_LOAD};
 use crate::workspaces::find_table;
@@ -85,7 +89,7 @@ pub struct JobRunner {
     catalog: Catalog,
     layout: StorageLayout,
     storage: ObjectStorage,
-    online: Arc<dyn OnlineStore>,
+    cluster: Cluster,
     waiting: Arc<Notify>,
     policy: RetryPolicy,
 }
@@ -95,7 +99,7 @@ impl JobRunner {
         catalog: Catalog,
         layout: StorageLayout,
         storage: ObjectStorage,
-        online: Arc<dyn OnlineStore>,
+        cluster: Cluster,
         waiting: Arc<Notify>,
         policy: RetryPolicy,
     ) -> Self {
@@ -103,7 +107,7 @@ impl JobRunner {
             catalog,
             layout,
             storage,
-            online,
+            cluster,
             waiting,
             policy,
         }
@@ -259,6 +263,7 @@ impl JobRunner {
         }
         let ingest_step = IngestStep {
             runner: self,
+            job_id: job.info.job_id,
             ingest: &ingest,
             table: &table,
             definitions: &state.definitions,
@@ -288,220 +293,280 @@ impl JobRunner {
 /// The steps of one ingest job.
 struct IngestStep<'a> {
     runner: &'a JobRunner,
+    job_id: JobId,
     ingest: &'a IngestRecord,
     table: &'a FeatureTable,
     definitions: &'a ftab_core::Definitions,
 }
 
+/// What the write job of an ingest reported.
+struct Written {
+    adds: Vec<deltalake::kernel::Add>,
+    /// Rows left after dropping in-ingest duplicates.
+    unique_rows: u64,
+}
+
 impl IngestStep<'_> {
-    /// A DataFusion session with delta-rs's planner (its writes need it) and ftab's store.
-    fn session(&self) -> SessionContext {
-        let ctx = deltalake::delta_datafusion::create_session().into_inner();
+    fn staged_prefix(&self) -> std::result::Result<Path, Stop> {
+        Path::parse(&self.ingest.staged_prefix)
+            .map_err(|e| Stop::Permanent(format!("staged location is invalid: {e}")))
+    }
+
+    /// Where the write job puts the latest row per key, for the online load.
+    fn latest_prefix(&self) -> std::result::Result<Path, Stop> {
+        Ok(self.staged_prefix()?.join(LATEST_DIRECTORY))
+    }
+
+    /// The staged Parquet files of the ingest (not the latest rows beside them).
+    async fn staged_files(&self) -> std::result::Result<Vec<String>, Stop> {
+        let prefix = self.staged_prefix()?;
+        let latest = self.latest_prefix()?;
         let storage = &self.runner.storage;
-        ctx.register_object_store(storage.base_url(), storage.store.clone());
-        ctx
-    }
-
-    /// The staged rows of the ingest.
-    async fn staged(&self, ctx: &SessionContext) -> std::result::Result<DataFrame, Stop> {
-        let prefix = Path::parse(&self.ingest.staged_prefix)
-            .map_err(|e| Stop::Permanent(format!("staged location is invalid: {e}")))?;
-        let url = self.runner.storage.directory_url(&prefix);
-        ctx.read_parquet(url.as_str(), ParquetReadOptions::default())
+        let objects = storage
+            .list(&prefix)
             .await
-            .map_err(|e| {
-                Stop::Permanent(format!(
-                    "the staged data of ingest {} cannot be read ({e}); it may have been removed",
-                    self.ingest.ingest_id
-                ))
-            })
-    }
-
-    fn keys(&self) -> Vec<Expr> {
-        self.table
-            .join_keys(self.definitions)
+            .map_err(|e| failed("cannot list the staged data", e))?;
+        let files: Vec<String> = objects
             .iter()
-            .map(|k| col(quoted(k.as_str())))
-            .collect()
+            .filter(|o| !o.location.prefix_matches(&latest))
+            .filter(|o| o.location.as_ref().ends_with(".parquet"))
+            .map(|o| storage.object_url(&o.location).to_string())
+            .collect();
+        if files.is_empty() {
+            return Err(Stop::Permanent(format!(
+                "the staged data of ingest {} is gone (nothing under {prefix}); it cannot be materialized",
+                self.ingest.ingest_id
+            )));
+        }
+        Ok(files)
     }
 
-    fn timestamp(&self) -> Expr {
-        col(quoted(self.table.timestamp_field.as_str()))
+    fn job_name(&self, what: &str) -> String {
+        format!(
+            "ftab {what} {}.{} ingest {}",
+            self.ingest.workspace, self.ingest.table, self.ingest.ingest_id
+        )
     }
 
-    /// Keep one row per partition: the first by `order`.
-    fn first_per(
-        df: DataFrame,
-        partition: Vec<Expr>,
-        order: Vec<datafusion::logical_expr::SortExpr>,
-    ) -> std::result::Result<DataFrame, Stop> {
-        let rank = row_number()
-            .partition_by(partition)
-            .order_by(order)
-            .build()
-            .map_err(|e| failed("cannot plan the dedupe", e))?
-            .alias("__rank");
-        df.window(vec![rank])
-            .and_then(|df| df.filter(col("__rank").eq(lit(1u64))))
-            .map_err(|e| failed("cannot plan the dedupe", e))
+    /// Run the write job: dedupe the ingest on the executors, write the survivors as
+    /// offline files (uncommitted) if `offline`, and the latest row per key beside the
+    /// staged data if `latest`.
+    async fn write(&self, offline: bool, latest: bool) -> std::result::Result<Written, Stop> {
+        let storage = &self.runner.storage;
+        let latest_prefix = self.latest_prefix()?;
+        if latest {
+            storage
+                .delete_prefix(&latest_prefix)
+                .await
+                .map_err(|e| failed("cannot clear earlier latest rows", e))?;
+        }
+        let mut staged_schema: Vec<Arc<Field>> = self
+            .table
+            .arrow_schema(self.definitions)
+            .fields()
+            .iter()
+            .cloned()
+            .collect();
+        staged_schema.push(Arc::new(Field::new(ROW_COLUMN, DataType::Int64, false)));
+        let staged_schema = Schema::new(staged_schema);
+        let planner = self.runner.cluster.planner();
+        let scan = planner
+            .ctx()
+            .read_parquet(
+                self.staged_files().await?,
+                ParquetReadOptions::default()
+                    .schema(&staged_schema)
+                    .file_extension(""),
+            )
+            .await
+            .map_err(|e| failed("cannot read the staged data", e))?
+            .create_physical_plan()
+            .await
+            .map_err(|e| failed("cannot plan the ingest", e))?;
+        let ingest = self.ingest;
+        let spec = IngestWriteSpec {
+            table: ingest.table.to_string(),
+            keys: self
+                .table
+                .join_keys(self.definitions)
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            timestamp: self.table.timestamp_field.to_string(),
+            columns: self.table.schema.iter().map(|c| c.name.to_string()).collect(),
+            offline_table: offline.then(|| self.offline_url().to_string()),
+            latest_directory: latest.then(|| storage.directory_url(&latest_prefix).to_string()),
+            seq: ingest.seq as i64,
+            ingested_at_micros: Utc::now().timestamp_micros(),
+        };
+        let plan = IngestWriteExec::try_new(scan, spec)
+            .and_then(|node| planner.optimize(Arc::new(node)))
+            .map_err(|e| failed("cannot plan the ingest", e))?;
+        let batches = self.run("write", plan).await?;
+        let adds = collect_adds(&batches).map_err(|e| failed("bad write job output", e))?;
+        let unique_rows =
+            sum_column(&batches, "unique_rows").map_err(|e| failed("bad write job output", e))?;
+        if latest {
+            storage
+                .store
+                .put(&latest_prefix.clone().join(LATEST_DONE), Default::default())
+                .await
+                .map_err(|e| failed("cannot mark the latest rows complete", e))?;
+        }
+        Ok(Written { adds, unique_rows })
+    }
+
+    /// Submit a plan to the cluster, log its progress, and collect its (small) output.
+    async fn run(
+        &self,
+        what: &str,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ) -> std::result::Result<Vec<datafusion::arrow::array::RecordBatch>, Stop> {
+        let name = self.job_name(what);
+        let job = self.runner.cluster.submit(&name, plan).await?;
+        let job_id = self.job_id;
+        let batches = job
+            .collect(|p| {
+                tracing::debug!(%job_id, step = what, stages_done = p.stages_done, stages = p.stages, "progress");
+            })
+            .await?;
+        Ok(batches)
+    }
+
+    fn offline_url(&self) -> url::Url {
+        let ingest = self.ingest;
+        self.runner
+            .layout
+            .offline_table(&ingest.workspace, &ingest.table, ingest.generation)
     }
 
     async fn offline_commit(&self, counts: &mut JobCounts) -> std::result::Result<(), Stop> {
         let ingest = self.ingest;
-        let url =
-            self.runner
-                .layout
-                .offline_table(&ingest.workspace, &ingest.table, ingest.generation);
-        if url.scheme() == "file"
-            && let Ok(path) = url.to_file_path()
-        {
-            std::fs::create_dir_all(&path)
-                .map_err(|e| failed("cannot create the offline table directory", e))?;
-        }
-        let table = DeltaTable::try_from_url(url.clone())
-            .await
-            .map_err(|e| failed(&format!("cannot open the offline table {url}"), e))?;
-        let app_id = format!("ftab-ingest-{}", ingest.ingest_id);
-        if table.version().is_some() {
-            let snapshot = table
-                .snapshot()
-                .map_err(|e| failed("cannot read the offline table", e))?;
-            let committed = snapshot
+        let url = self.offline_url();
+        let app_id = offline::ingest_app_id(&ingest.ingest_id.to_string());
+        let storage = &self.runner.storage;
+        if let Some(table) = offline::open(storage, &url).await.map_err(|e| failed("cannot open the offline table", e))?
+            && let Ok(snapshot) = table.snapshot()
+            && snapshot
                 .transaction_version(table.log_store().as_ref(), &app_id)
                 .await
-                .map_err(|e| failed("cannot read the offline table's transactions", e))?;
-            if committed.is_some() {
-                // An earlier attempt committed and stopped before saving its progress.
-                let ctx = self.session();
-                let rows = self
-                    .deduplicated(&ctx)
-                    .await?
-                    .count()
-                    .await
-                    .map_err(|e| failed("cannot count the ingest", e))?
-                    as u64;
-                counts.offline_rows_committed = rows;
-                counts.duplicates_dropped = ingest.rows.saturating_sub(rows);
-                tracing::info!(%app_id, "already committed by an earlier attempt");
-                return Ok(());
-            }
+                .map_err(|e| failed("cannot read the offline table's transactions", e))?
+                .is_some()
+        {
+            // An earlier attempt committed and stopped before recording it; its counts
+            // were saved before the commit.
+            tracing::info!(%app_id, "already committed by an earlier attempt");
+            return Ok(());
         }
-
-        let ctx = self.session();
-        let ingested_at = ScalarValue::TimestampMicrosecond(
-            Some(Utc::now().timestamp_micros()),
-            Some("UTC".into()),
-        );
-        let mut columns: Vec<Expr> = self
-            .table
-            .schema
-            .iter()
-            .map(|c| col(quoted(c.name.as_str())))
-            .collect();
-        columns.push(lit(ingest.seq as i64).alias("_seq"));
-        columns.push(lit(ingested_at).alias("_ingested_at"));
-        columns.push(cast(self.timestamp(), DataType::Date32).alias("_date"));
-        let rows = self
-            .deduplicated(&ctx)
-            .await?
-            .select(columns)
-            .map_err(|e| failed("cannot plan the offline commit", e))?;
-        let (state, plan) = rows.into_parts();
-        let written = table
-            .write(Vec::new())
-            .with_input_plan(plan)
-            .with_session_state(Arc::new(state))
-            .with_save_mode(SaveMode::Append)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-            .with_partition_columns(["_date"])
-            .with_table_name(ingest.table.as_str())
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(&app_id, ingest.seq as i64)),
-            )
-            .await
-            .map_err(|e| failed(&format!("cannot append to the offline table {url}"), e))?;
-        let history: Vec<_> = written
-            .history(Some(1))
-            .try_collect()
-            .await
-            .map_err(|e| failed("cannot read the commit", e))?;
-        let added = history
-            .first()
-            .and_then(|c| c.info.get("operationMetrics"))
-            .and_then(|m| m.get("num_added_rows"))
-            .and_then(|n| n.as_u64())
-            .unwrap_or(0);
-        counts.offline_rows_committed = added;
-        counts.duplicates_dropped = ingest.rows.saturating_sub(added);
+        let written = self.write(true, self.table.online).await?;
+        counts.offline_rows_committed = written.unique_rows;
+        counts.duplicates_dropped = ingest.rows.saturating_sub(written.unique_rows);
+        self.runner
+            .catalog
+            .save_counts(&self.job_id, counts)
+            .await?;
+        let schema = offline_table_schema(&self.table.arrow_schema(self.definitions));
+        let mut metadata = BTreeMap::new();
+        metadata.insert("ftab.ingest_id".to_string(), serde_json::json!(ingest.ingest_id.to_string()));
+        metadata.insert("ftab.seq".to_string(), serde_json::json!(ingest.seq));
+        metadata.insert("ftab.rows".to_string(), serde_json::json!(written.unique_rows));
+        failpoint("before_offline_commit").await;
+        let committed = offline::commit_ingest(
+            storage,
+            &url,
+            &schema,
+            written.adds,
+            &app_id,
+            ingest.seq as i64,
+            metadata,
+        )
+        .await
+        .map_err(|e| failed("cannot commit to the offline table", e))?;
+        tracing::info!(?committed, rows = written.unique_rows, "offline commit");
         Ok(())
     }
 
-    /// The ingest without in-ingest duplicates of (join keys, timestamp): the last row wins.
-    async fn deduplicated(&self, ctx: &SessionContext) -> std::result::Result<DataFrame, Stop> {
-        let mut partition = self.keys();
-        partition.push(self.timestamp());
-        Self::first_per(
-            self.staged(ctx).await?,
-            partition,
-            vec![col("_row").sort(false, true)],
-        )
-    }
-
     async fn online_load(&self, counts: &mut JobCounts) -> std::result::Result<(), Stop> {
-        let ctx = self.session();
-        let latest = Self::first_per(
-            self.staged(&ctx).await?,
-            self.keys(),
-            vec![
-                self.timestamp().sort(false, true),
-                col("_row").sort(false, true),
-            ],
-        )?;
+        let storage = &self.runner.storage;
+        let latest_prefix = self.latest_prefix()?;
+        let done = storage
+            .store
+            .head(&latest_prefix.clone().join(LATEST_DONE))
+            .await
+            .is_ok();
+        if !done {
+            let written = self.write(false, true).await?;
+            if !self.table.offline {
+                // For an online-only table this job is the one that sees the duplicates.
+                counts.duplicates_dropped = self.ingest.rows.saturating_sub(written.unique_rows);
+            }
+        }
+        let files: Vec<String> = storage
+            .list(&latest_prefix)
+            .await
+            .map_err(|e| failed("cannot list the latest rows", e))?
+            .iter()
+            .filter(|o| o.location.as_ref().ends_with(".parquet"))
+            .map(|o| storage.object_url(&o.location).to_string())
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
         let online_table = OnlineTable::new(
             self.ingest.workspace.clone(),
             self.table,
             self.definitions,
             self.ingest.generation,
         );
-        let now = Utc::now().timestamp_micros();
-        let mut stream = latest
-            .execute_stream()
+        let schema = self.table.arrow_schema(self.definitions);
+        let planner = self.runner.cluster.planner();
+        let scan = planner
+            .ctx()
+            .read_parquet(
+                files,
+                ParquetReadOptions::default().schema(&schema).file_extension(""),
+            )
             .await
-            .map_err(|e| failed("cannot read the ingest's latest rows", e))?;
-        let mut total = WriteCounts::default();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| failed("cannot read the ingest's latest rows", e))?;
-            total += self
-                .runner
-                .online
-                .write_latest(&online_table, &batch, self.ingest.seq, now)
-                .await
-                .map_err(|e| failed("cannot write to the online store", e))?;
-        }
-        counts.online_rows_written = total.written;
-        counts.online_skipped_older = total.skipped_older;
-        counts.online_skipped_expired = total.skipped_expired;
+            .map_err(|e| failed("cannot read the latest rows", e))?
+            .create_physical_plan()
+            .await
+            .map_err(|e| failed("cannot plan the online load", e))?;
+        let spec = OnlineLoadSpec {
+            table: online_table,
+            seq: self.ingest.seq,
+            now_micros: Utc::now().timestamp_micros(),
+        };
+        let plan = OnlineLoadExec::try_new(scan, spec)
+            .and_then(|node| planner.optimize(Arc::new(node)))
+            .map_err(|e| failed("cannot plan the online load", e))?;
+        let batches = self.run("online load", plan).await?;
+        let sum = |name| sum_column(&batches, name).map_err(|e| failed("bad online load output", e));
+        counts.online_rows_written = sum("written")?;
+        counts.online_skipped_older = sum("skipped_older")?;
+        counts.online_skipped_expired = sum("skipped_expired")?;
         Ok(())
     }
 }
 
+/// The directory beside an ingest's staged data that holds its latest row per key, and
+/// the marker written once it is complete.
+const LATEST_DIRECTORY: &str = "latest";
+const LATEST_DONE: &str = "_COMPLETE";
+
 /// Test hook: with `FTAB_FAILPOINT=after_<step>` a job stops after the step's work and
-/// before its progress is saved, where a crash would hurt most (tests/restart.rs kills the
-/// scheduler there).
+/// before its progress is saved, where a crash would hurt most (tests/ingest.rs kills the
+/// scheduler there); `FTAB_FAILPOINT=before_offline_commit` stops it between writing the
+/// offline files and committing them.
 async fn failpoint(step: &str) {
-    if std::env::var("FTAB_FAILPOINT").is_ok_and(|v| v.strip_prefix("after_") == Some(step)) {
+    let reached = std::env::var("FTAB_FAILPOINT")
+        .is_ok_and(|v| v == step || v.strip_prefix("after_") == Some(step));
+    if reached {
         tracing::warn!(
             step,
             "failpoint reached: pausing the job before saving its progress"
         );
         std::future::pending::<()>().await;
     }
-}
-
-/// A column name for DataFusion's `col`, which would otherwise fold case.
-fn quoted(name: &str) -> String {
-    format!("\"{name}\"")
 }
 
 /// Job requests from clients: list, show, cancel, retry.

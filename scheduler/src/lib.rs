@@ -1,25 +1,28 @@
 //! ftab-scheduler: the control plane of ftab.
 //!
 //! It keeps the catalog ([`catalog`]), decides about workspaces and definitions
-//! ([`workspaces`]) and answers the Flight protocol ([`flight`]). Later capabilities add the
-//! job store and runner (ingest, backfill) on an embedded or remote Ballista cluster.
+//! ([`workspaces`]), takes ingests in ([`ingest`]), runs jobs ([`jobs`]) on the Ballista
+//! cluster it embeds ([`cluster`]), and answers the Flight protocol ([`flight`]).
 //!
 //! [`Scheduler::open`] builds one from a [`config::SchedulerConfig`];
 //! [`Scheduler::serve`] answers on a bound listener until a shutdown signal.
 
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod flight;
 pub mod ingest;
 pub mod jobs;
-pub mod offline;
 pub mod online;
+pub mod training_sets;
 pub mod workspaces;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use ftab_core::online::OnlineStore;
 use ftab_core::online::embedded::EmbeddedStore;
 use ftab_core::storage::{ObjectStorage, StorageLayout};
@@ -31,10 +34,15 @@ pub use config::SchedulerConfig;
 pub use error::{Error, Result};
 
 use crate::catalog::Catalog;
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::flight::FlightHandler;
 use crate::ingest::Ingests;
 use crate::jobs::{JobRunner, Jobs, RetryPolicy};
+use crate::training_sets::TrainingSets;
 use crate::workspaces::Workspaces;
+
+/// How often expired spines and training sets are removed.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A scheduler with its catalog, object store and online store open, ready to serve.
 pub struct Scheduler {
@@ -43,6 +51,7 @@ pub struct Scheduler {
     objects: ObjectStorage,
     catalog: Catalog,
     online: Arc<dyn OnlineStore>,
+    cluster: Cluster,
     workspaces: Workspaces,
     retry: RetryPolicy,
 }
@@ -73,11 +82,24 @@ impl Scheduler {
             online_store = %config.online_store_path().display(),
             "catalog, object store and online store open"
         );
+        let online: Arc<dyn OnlineStore> = Arc::new(online);
+        let runtime = runtime_env(&config, &objects)?;
+        let cluster = Cluster::start_standalone(
+            ClusterSettings {
+                parallelism: config.parallelism,
+                work_dir: config.ballista_dir(),
+                result_retention: config.training_set_retention,
+            },
+            runtime,
+            online.clone(),
+        )
+        .await?;
         Ok(Self {
-            workspaces: Workspaces::new(catalog.clone(), storage.clone()),
+            workspaces: Workspaces::new(catalog.clone(), storage.clone(), objects.clone()),
             catalog,
             objects,
-            online: Arc::new(online),
+            online,
+            cluster,
             storage,
             config,
             retry: RetryPolicy::default(),
@@ -125,17 +147,31 @@ impl Scheduler {
             self.catalog.clone(),
             self.storage.clone(),
             self.objects.clone(),
-            self.online.clone(),
+            self.cluster.clone(),
             waiting.clone(),
             self.retry,
         );
         let (stop_jobs, jobs_stopped) = watch::channel(false);
+        let training_sets = TrainingSets::new(
+            self.catalog.clone(),
+            self.storage.clone(),
+            self.objects.clone(),
+            self.cluster.clone(),
+            self.config.spine_ttl,
+            self.config.training_set_retention,
+        );
+        tokio::spawn(
+            training_sets
+                .clone()
+                .run_sweeper(SWEEP_EVERY, jobs_stopped.clone()),
+        );
         let runner = tokio::spawn(runner.run(jobs_stopped));
         let handler = FlightHandler::new(
             self.workspaces,
             Ingests::new(self.catalog.clone(), self.objects.clone(), waiting.clone()),
             Jobs::new(self.catalog.clone(), waiting),
             online::OnlineReads::new(self.catalog, self.online.clone()),
+            training_sets,
         );
         let served = tonic::transport::Server::builder()
             .add_service(handler.into_server())
@@ -155,4 +191,25 @@ impl Scheduler {
     pub fn online_store(&self) -> Arc<dyn OnlineStore> {
         self.online.clone()
     }
+}
+
+/// The DataFusion runtime of every job in this process: ftab's object store registered,
+/// memory bounded by the configured limit (sorts spill beyond it) into `<data-dir>/spill`.
+fn runtime_env(config: &SchedulerConfig, objects: &ObjectStorage) -> Result<Arc<RuntimeEnv>> {
+    let spill = config.spill_dir();
+    if spill.exists() {
+        let _ = std::fs::remove_dir_all(&spill);
+    }
+    std::fs::create_dir_all(&spill).map_err(|e| {
+        Error::FailedPrecondition(format!("cannot create {}: {e}", spill.display()))
+    })?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(config.memory_limit as usize, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
+        )
+        .build_arc()
+        .map_err(|e| Error::Internal(format!("cannot build the job runtime: {e}")))?;
+    runtime.register_object_store(objects.base_url(), objects.store.clone());
+    Ok(runtime)
 }

@@ -11,7 +11,7 @@ use ftab_core::protocol::{
     WorkspaceInfo,
 };
 use ftab_core::repository::{self, RepositoryFile};
-use ftab_core::storage::StorageLayout;
+use ftab_core::storage::{ObjectStorage, StorageLayout};
 use ftab_core::{Definitions, definitions::FeatureTable};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -23,11 +23,16 @@ use crate::error::{Error, Result};
 pub struct Workspaces {
     catalog: Catalog,
     storage: StorageLayout,
+    objects: ObjectStorage,
 }
 
 impl Workspaces {
-    pub fn new(catalog: Catalog, storage: StorageLayout) -> Self {
-        Self { catalog, storage }
+    pub fn new(catalog: Catalog, storage: StorageLayout, objects: ObjectStorage) -> Self {
+        Self {
+            catalog,
+            storage,
+            objects,
+        }
     }
 
     pub async fn create(&self, request: CreateWorkspaceRequest) -> Result<WorkspaceInfo> {
@@ -169,7 +174,7 @@ impl Workspaces {
             .storage
             .offline_table(&state.name, &table.name, generation);
         let offline = if table.offline {
-            crate::offline::stats(&location).await?
+            ftab_core::offline::stats(&self.objects, &location).await?
         } else {
             None
         };
@@ -299,10 +304,9 @@ schema = [
     }
 
     async fn setup() -> (Workspaces, WorkspaceName) {
-        let service = Workspaces::new(
-            Catalog::open_in_memory().unwrap(),
-            StorageLayout::new("memory:///").unwrap(),
-        );
+        let layout = StorageLayout::new("memory:///").unwrap();
+        let objects = layout.open().unwrap();
+        let service = Workspaces::new(Catalog::open_in_memory().unwrap(), layout, objects);
         let ws = WorkspaceName::new("prod").unwrap();
         service
             .create(CreateWorkspaceRequest {

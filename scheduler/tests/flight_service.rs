@@ -68,17 +68,26 @@ async fn raw_json_actions_and_status_codes() {
 
     assert_eq!(client.handshake("hello").await.unwrap(), "hello");
 
-    // Training sets arrive later: the call says so rather than pretending.
+    // GetFlightInfo takes only training-set commands, and says so.
     let status = client
-        .get_flight_info(FlightDescriptor::new_cmd(b"{}".to_vec()))
+        .get_flight_info(FlightDescriptor::new_cmd(
+            br#"{"spine": {"name": "s"}}"#.to_vec(),
+        ))
         .await
         .unwrap_err();
     assert!(
         status
             .to_string()
-            .contains("not supported by this server yet"),
+            .contains("GetFlightInfo takes a `training_set` command, not `spine`"),
         "{status}"
     );
+    // A ticket this server did not make.
+    let status = client
+        .do_get(arrow_flight::Ticket::new(b"garbage".to_vec()))
+        .await
+        .err()
+        .expect("a bad ticket is refused");
+    assert!(status.to_string().contains("not a ticket from this server"), "{status}");
 
     // A DoPut whose command is not an ftab command is refused with an example.
     let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(
@@ -91,7 +100,7 @@ async fn raw_json_actions_and_status_codes() {
         .unwrap_err();
     assert_eq!(put.code(), tonic::Code::InvalidArgument);
     assert!(
-        put.message().contains("a command is JSON such as"),
+        put.message().contains("a command is JSON with one key"),
         "{}",
         put.message()
     );

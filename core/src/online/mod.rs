@@ -12,8 +12,10 @@ pub mod embedded;
 mod encoding;
 
 use datafusion::arrow::array::RecordBatch;
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::definitions::{Definitions, FeatureTable, ValueType};
 use crate::names::{TableName, WorkspaceName};
@@ -21,7 +23,7 @@ use crate::names::{TableName, WorkspaceName};
 pub use encoding::{KeyValue, format_micros};
 
 /// Which table a write or read is about, with the types the records are encoded by.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OnlineTable {
     pub workspace: WorkspaceName,
     pub table: TableName,
@@ -138,3 +140,8 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
         now_micros: i64,
     ) -> BoxFuture<'a, Result<Vec<Option<OnlineRecord>>, OnlineError>>;
 }
+
+/// The online store of a process, as a DataFusion session extension: plan nodes that write
+/// online (`OnlineLoadExec`) find it in their task's session config.
+#[derive(Debug, Clone)]
+pub struct OnlineStoreHandle(pub Arc<dyn OnlineStore>);

@@ -399,6 +399,20 @@ impl Catalog {
         .await
     }
 
+    /// Save a job's counts in the middle of a step (before a commit that a crash could
+    /// separate from the step's end).
+    pub async fn save_counts(&self, job_id: &JobId, counts: &JobCounts) -> Result<()> {
+        let (job_id, counts) = (*job_id, to_json(counts)?);
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET counts = ?2, updated_at = ?3 WHERE job_id = ?1",
+                params![job_id.to_string(), counts, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// End a running job: `state` is final, or `Queued` with `retry_at` for another
     /// attempt.
     pub async fn end_attempt(

@@ -19,8 +19,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 
 mod jobs;
+mod spines;
 
 pub use jobs::{IngestRecord, JobRecord, NewIngest, Recorded};
+pub use spines::SpineRecord;
 
 /// Schema migrations, applied in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -83,6 +85,16 @@ const MIGRATIONS: &[&str] = &[
         updated_at        TEXT NOT NULL
     );
     CREATE INDEX jobs_by_state ON jobs (state, next_attempt_at);
+    "#,
+    // 3: uploaded spines.
+    r#"
+    CREATE TABLE spines (
+        name        TEXT PRIMARY KEY,
+        location    TEXT NOT NULL,
+        rows        INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL
+    );
     "#,
 ];
 

@@ -1,0 +1,99 @@
+//! The Ballista extension codec for ftab's plan nodes.
+//!
+//! Ballista ships plan stages to executors as protobuf; nodes DataFusion does not know are
+//! encoded by an extension codec. [`FtabCodec`] encodes ftab's nodes ([`AsOfJoinExec`],
+//! [`IngestWriteExec`], [`OnlineLoadExec`]) as tagged JSON of their specs (column names,
+//! URLs, numbers; never data), and [`physical_codec`] composes it with Ballista's own codec.
+//! The scheduler, the in-process executor and `ftab-executor` must all use
+//! [`physical_codec`]: the position of each codec in the composition is part of the wire
+//! format.
+
+use std::sync::Arc;
+
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{
+    ComposedPhysicalExtensionCodec, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::ingest::{IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec};
+use crate::plan::pit_join::{AsOfJoinExec, AsOfJoinSpec};
+
+/// Marks ftab's encoding, so foreign bytes are never mistaken for an ftab node.
+const MAGIC: &[u8] = b"ftab1:";
+
+/// An ftab plan node as it travels: its kind and spec.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Node {
+    AsOfJoin(AsOfJoinSpec),
+    IngestWrite(IngestWriteSpec),
+    OnlineLoad(OnlineLoadSpec),
+}
+
+/// Encodes and decodes ftab's plan nodes (and only those).
+#[derive(Debug, Default)]
+pub struct FtabCodec;
+
+impl PhysicalExtensionCodec for FtabCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let json = buf.strip_prefix(MAGIC).ok_or_else(|| {
+            DataFusionError::Internal("not an ftab plan node (no ftab1: prefix)".into())
+        })?;
+        let node: Node = serde_json::from_slice(json)
+            .map_err(|e| DataFusionError::Internal(format!("cannot decode an ftab plan node: {e}")))?;
+        let input = |n: usize| -> Result<Arc<dyn ExecutionPlan>> {
+            inputs.get(n).cloned().ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "ftab plan node has {} inputs, expected more",
+                    inputs.len()
+                ))
+            })
+        };
+        Ok(match node {
+            Node::AsOfJoin(spec) => Arc::new(AsOfJoinExec::try_new(input(0)?, input(1)?, spec)?),
+            Node::IngestWrite(spec) => Arc::new(IngestWriteExec::try_new(input(0)?, spec)?),
+            Node::OnlineLoad(spec) => Arc::new(OnlineLoadExec::try_new(input(0)?, spec)?),
+        })
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let node = if let Some(join) = node.downcast_ref::<AsOfJoinExec>() {
+            Node::AsOfJoin(join.spec().clone())
+        } else if let Some(write) = node.downcast_ref::<IngestWriteExec>() {
+            Node::IngestWrite(write.spec().clone())
+        } else if let Some(load) = node.downcast_ref::<OnlineLoadExec>() {
+            Node::OnlineLoad(load.spec().clone())
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{} is not an ftab plan node",
+                node.name()
+            )));
+        };
+        buf.extend_from_slice(MAGIC);
+        serde_json::to_writer(&mut *buf, &node)
+            .map_err(|e| DataFusionError::Internal(format!("cannot encode an ftab plan node: {e}")))
+    }
+}
+
+/// The codec every ftab process uses: Ballista's nodes first, then ftab's.
+pub fn physical_codec() -> Arc<dyn PhysicalExtensionCodec> {
+    Arc::new(ComposedPhysicalExtensionCodec::new(vec![
+        Arc::new(BallistaPhysicalExtensionCodec::default()),
+        Arc::new(FtabCodec),
+    ]))
+}

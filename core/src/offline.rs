@@ -1,0 +1,402 @@
+//! The offline store: one Delta table per (workspace, feature table, storage generation),
+//! partitioned by `_date`, the UTC date of the timestamp (docs/offline-store.md).
+//!
+//! Executors write the Parquet files ([`crate::plan::ingest`]); this module commits them,
+//! exactly once per ingest, and reads snapshots back: statistics for `describe_table`, and
+//! the files a training set needs, pruned by date and by the files' timestamp statistics.
+//! Every access goes through ftab's own object store, so the same code serves local
+//! directories, S3, GCS, Azure and in-memory stores.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::datatypes::Schema;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, Add, MetadataExt, StructField, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::Error;
+use crate::plan::ingest::DATE_COLUMN;
+use crate::protocol::OfflineStats;
+use crate::storage::ObjectStorage;
+
+fn offline_error(url: &Url, message: impl std::fmt::Display) -> Error {
+    Error::Offline {
+        location: url.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The Delta table at `url`, loaded at its latest version, or `None` if nothing was
+/// committed there yet.
+pub async fn open(storage: &ObjectStorage, url: &Url) -> Result<Option<DeltaTable>, Error> {
+    let mut table = builder(storage, url)?
+        .build()
+        .map_err(|e| offline_error(url, e))?;
+    if !table
+        .verify_deltatable_existence()
+        .await
+        .map_err(|e| offline_error(url, e))?
+    {
+        return Ok(None);
+    }
+    table.load().await.map_err(|e| offline_error(url, e))?;
+    Ok(Some(table))
+}
+
+fn builder(storage: &ObjectStorage, url: &Url) -> Result<DeltaTableBuilder, Error> {
+    Ok(DeltaTableBuilder::from_url(url.clone())
+        .map_err(|e| offline_error(url, e))?
+        .with_storage_backend(storage.store.clone(), url.clone()))
+}
+
+/// The outcome of [`commit_ingest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// A new Delta version holds the ingest.
+    New { version: u64 },
+    /// An earlier attempt committed it already (its application transaction is there).
+    Already,
+}
+
+/// The Delta application transaction id of an ingest: committing it twice is impossible.
+pub fn ingest_app_id(ingest_id: &str) -> String {
+    format!("ftab-ingest-{ingest_id}")
+}
+
+/// Commit the files one ingest wrote, in one Delta commit carrying the ingest's
+/// application transaction. Creates the table on its first commit (protocol, metadata and
+/// files together), and widens its schema when the feature table gained columns.
+pub async fn commit_ingest(
+    storage: &ObjectStorage,
+    url: &Url,
+    schema: &Schema,
+    adds: Vec<Add>,
+    app_id: &str,
+    seq: i64,
+    metadata: BTreeMap<String, serde_json::Value>,
+) -> Result<Committed, Error> {
+    let wanted: StructType = schema
+        .try_into_kernel()
+        .map_err(|e| offline_error(url, format!("the table schema has no Delta type: {e}")))?;
+    let properties = || {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id, seq))
+            .with_metadata(metadata.clone())
+    };
+    let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    let table = match open(storage, url).await? {
+        Some(table) => table,
+        None => {
+            let created = DeltaTable::new(
+                builder(storage, url)?
+                    .build()
+                    .map_err(|e| offline_error(url, e))?
+                    .log_store(),
+            )
+            .create()
+            .with_columns(wanted.fields().cloned())
+            .with_partition_columns([DATE_COLUMN])
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_actions(actions.clone())
+            .with_commit_properties(properties().with_max_retries(0))
+            .await;
+            match created {
+                Ok(table) => {
+                    return Ok(Committed::New {
+                        version: table.version().unwrap_or(0),
+                    });
+                }
+                // Created meanwhile (another attempt won the race): append below.
+                Err(_) => open(storage, url).await?.ok_or_else(|| {
+                    offline_error(url, "cannot create the table, and it does not exist")
+                })?,
+            }
+        }
+    };
+    let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+    let committed = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| offline_error(url, e))?;
+    if committed.is_some_and(|v| v >= seq) {
+        return Ok(Committed::Already);
+    }
+    let mut actions = actions;
+    if let Some(merged) = merged_schema(&snapshot.schema(), &wanted) {
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&merged)
+            .map_err(|e| offline_error(url, e))?;
+        actions.insert(0, Action::Metadata(metadata));
+    }
+    let done = CommitBuilder::from(properties())
+        .with_actions(actions)
+        .build(
+            Some(snapshot as &dyn TableReference),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(vec![DATE_COLUMN.to_string()]),
+                predicate: None,
+            },
+        )
+        .await
+        .map_err(|e| offline_error(url, e))?;
+    Ok(Committed::New {
+        version: done.version() as u64,
+    })
+}
+
+/// The table's schema after adding the columns (and widened types) of `wanted`, or `None`
+/// when nothing changes. Columns are never removed: removing one is a breaking change,
+/// which starts a new storage generation instead.
+fn merged_schema(current: &StructType, wanted: &StructType) -> Option<StructType> {
+    let mut changed = false;
+    let mut fields: Vec<StructField> = Vec::new();
+    for field in current.fields() {
+        match wanted.field(field.name()) {
+            Some(new) if new.data_type() != field.data_type() => {
+                changed = true;
+                fields.push(new.clone());
+            }
+            _ => fields.push(field.clone()),
+        }
+    }
+    for field in wanted.fields() {
+        if current.field(field.name()).is_none() {
+            changed = true;
+            fields.push(field.clone());
+        }
+    }
+    if !changed {
+        return None;
+    }
+    StructType::try_new(fields).ok()
+}
+
+/// Version, files and rows of the offline table, or `None` before its first commit.
+pub async fn stats(storage: &ObjectStorage, url: &Url) -> Result<Option<OfflineStats>, Error> {
+    let Some(table) = open(storage, url).await? else {
+        return Ok(None);
+    };
+    let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+    let mut files = 0u64;
+    let mut rows = 0u64;
+    for file in snapshot.log_data() {
+        files += 1;
+        rows += file.num_records().unwrap_or(0) as u64;
+    }
+    Ok(Some(OfflineStats {
+        delta_version: snapshot.version() as u64,
+        files,
+        rows,
+    }))
+}
+
+/// Which version of an offline table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AsOf {
+    /// A Delta version.
+    Version(u64),
+    /// The table as it was at this wall-clock time.
+    Time(DateTime<Utc>),
+}
+
+/// One data file of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineFile {
+    pub url: String,
+    pub size: u64,
+    pub rows: Option<u64>,
+    pub date: Option<NaiveDate>,
+    /// Timestamp statistics (UTC µs); the maximum is rounded up to cover Delta's
+    /// millisecond statistics.
+    pub min_micros: Option<i64>,
+    pub max_micros: Option<i64>,
+}
+
+/// The files of a table at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineSnapshot {
+    /// `None` when the table had no commit at the requested point.
+    pub version: Option<u64>,
+    pub files: Vec<OfflineFile>,
+}
+
+/// The files of the offline table at `as_of` (latest when `None`).
+pub async fn snapshot(
+    storage: &ObjectStorage,
+    url: &Url,
+    timestamp_field: &str,
+    as_of: Option<AsOf>,
+) -> Result<OfflineSnapshot, Error> {
+    let empty = OfflineSnapshot {
+        version: None,
+        files: Vec::new(),
+    };
+    let Some(mut table) = open(storage, url).await? else {
+        return Ok(empty);
+    };
+    let latest = table.version().unwrap_or(0);
+    match as_of {
+        None => {}
+        Some(AsOf::Version(version)) => {
+            if version > latest {
+                return Err(Error::InvalidRequest(format!(
+                    "version {version} of the offline table does not exist yet; its latest version is {latest}"
+                )));
+            }
+            if version != latest {
+                table
+                    .load_version(version)
+                    .await
+                    .map_err(|e| offline_error(url, e))?;
+            }
+        }
+        Some(AsOf::Time(time)) => {
+            table
+                .load_with_datetime(time)
+                .await
+                .map_err(|e| offline_error(url, e))?;
+            // delta-rs falls back to the first version for a time before it: then the
+            // table did not exist yet at that time.
+            let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+            let committed_at = snapshot.version_timestamp(snapshot.version());
+            if committed_at.is_some_and(|ms| ms > time.timestamp_millis()) {
+                return Ok(empty);
+            }
+        }
+    }
+    let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+    let mut files = Vec::new();
+    for file in snapshot.log_data() {
+        let path = file.path();
+        let file_url = url
+            .join(&path)
+            .map_err(|e| offline_error(url, format!("bad file path `{path}`: {e}")))?;
+        let stats: serde_json::Value = file
+            .stats()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let stat = |kind: &str| {
+            stats[kind][timestamp_field]
+                .as_str()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.timestamp_micros())
+        };
+        files.push(OfflineFile {
+            url: file_url.to_string(),
+            size: file.size().max(0) as u64,
+            rows: file.num_records().map(|n| n as u64),
+            date: file
+                .partition_values_map()
+                .get(DATE_COLUMN)
+                .cloned()
+                .flatten()
+                .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+            min_micros: stat("minValues"),
+            // Delta statistics keep milliseconds: the true maximum may be 999 µs later.
+            max_micros: stat("maxValues").map(|m| m.saturating_add(999)),
+        });
+    }
+    Ok(OfflineSnapshot {
+        version: Some(snapshot.version() as u64),
+        files,
+    })
+}
+
+/// The files that can hold timestamps in `low..=high` (UTC µs), judged by their date
+/// partition and timestamp statistics; files without either are kept.
+pub fn prune(files: Vec<OfflineFile>, low: i64, high: i64) -> Vec<OfflineFile> {
+    let date = |micros: i64| {
+        DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
+    };
+    let (first_day, last_day) = (date(low), date(high));
+    files
+        .into_iter()
+        .filter(|f| {
+            let by_date = match (f.date, first_day, last_day) {
+                (Some(d), Some(first), Some(last)) => d >= first && d <= last,
+                _ => true,
+            };
+            let by_stats =
+                f.min_micros.is_none_or(|m| m <= high) && f.max_micros.is_none_or(|m| m >= low);
+            by_date && by_stats
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(date: Option<&str>, min: Option<i64>, max: Option<i64>) -> OfflineFile {
+        OfflineFile {
+            url: format!("file:///t/{date:?}-{min:?}"),
+            size: 1,
+            rows: Some(1),
+            date: date.map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()),
+            min_micros: min,
+            max_micros: max,
+        }
+    }
+
+    #[test]
+    fn pruning_keeps_files_that_can_hold_the_range() {
+        let day = 86_400_000_000i64;
+        let t = |d: i64| 19_723 * day + d * day; // 2024-01-01 + d days
+        let files = vec![
+            file(Some("2023-12-30"), Some(t(-2)), Some(t(-2) + 10)), // before the range
+            file(Some("2024-01-01"), Some(t(0)), Some(t(0) + 10)),   // inside
+            file(Some("2024-01-03"), Some(t(2)), Some(t(2) + 10)),   // after
+            file(None, None, None),                                  // unknown: kept
+            file(Some("2024-01-01"), Some(t(0) + 100), Some(t(0) + 200)), // date ok, stats after
+        ];
+        let kept = prune(files, t(0), t(0) + 50);
+        let urls: Vec<_> = kept.iter().map(|f| (f.date, f.min_micros)).collect();
+        assert_eq!(
+            urls,
+            vec![
+                (NaiveDate::from_ymd_opt(2024, 1, 1), Some(t(0))),
+                (None, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn schemas_merge_by_adding_and_widening() {
+        use deltalake::kernel::DataType as D;
+        let current = StructType::try_new(vec![
+            StructField::new("a", D::INTEGER, true),
+            StructField::new("b", D::STRING, true),
+        ])
+        .unwrap();
+        assert!(merged_schema(&current, &current).is_none());
+        let wanted = StructType::try_new(vec![
+            StructField::new("a", D::LONG, true),
+            StructField::new("b", D::STRING, true),
+            StructField::new("c", D::DOUBLE, true),
+        ])
+        .unwrap();
+        let merged = merged_schema(&current, &wanted).unwrap();
+        let names: Vec<_> = merged
+            .fields()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a".to_string(), D::LONG),
+                ("b".to_string(), D::STRING),
+                ("c".to_string(), D::DOUBLE)
+            ]
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The plan of a training set: the spine, then one as-of join per feature table.
+//!
+//! ```text
+//! Projection (spine columns, then <table>__<feature>...)
+//!   AsOfJoin(table 2)
+//!     AsOfJoin(table 1)
+//!       spine scan + __ftab_time, __ftab_j<j>_<i> (time and keys in the tables' types)
+//!       table 1 scan (pruned files; timestamp filter) -> keys, timestamp, _seq, features
+//!     table 2 scan ...
+//! ```
+//!
+//! The optimizer then adds a hash repartition by each join's keys and the sorts the joins
+//! require; Ballista cuts stages at the repartitions. Spine columns are kept untouched;
+//! the internal `__ftab_*` columns hold the time as UTC microseconds and each table's join
+//! keys cast to the table's key types, so both sides of a join hash and compare alike.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::common::{Column, Result, ScalarValue, plan_err};
+use datafusion::logical_expr::{Expr, cast, lit};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::prelude::ParquetReadOptions;
+
+use super::Planner;
+use super::ingest::SEQ_COLUMN;
+use super::pit_join::{AsOfJoinExec, AsOfJoinSpec};
+
+/// Internal columns start with this; spines may not use it.
+pub const INTERNAL_PREFIX: &str = "__ftab_";
+const TIME: &str = "__ftab_time";
+
+/// The spine: Parquet files, their schema and the time column.
+#[derive(Debug, Clone)]
+pub struct SpineInput {
+    /// File URLs.
+    pub files: Vec<String>,
+    pub schema: SchemaRef,
+    /// The spine's time column (any timestamp type; naive times are UTC).
+    pub time_column: String,
+}
+
+/// One feature table of a training set.
+#[derive(Debug, Clone)]
+pub struct TableInput {
+    pub table: String,
+    /// The Parquet files of the offline table that can matter (already pruned).
+    pub files: Vec<String>,
+    /// The files' schema: the table's columns and `_seq` (the partition is not needed).
+    pub schema: SchemaRef,
+    /// Join keys as (spine column, table column).
+    pub keys: Vec<(String, String)>,
+    pub timestamp: String,
+    pub ttl_micros: Option<i64>,
+    /// Features as (table column, output column name).
+    pub features: Vec<(String, String)>,
+    /// Only feature rows with a timestamp in this range can be picked (UTC µs,
+    /// inclusive); rows outside it are filtered at the scan.
+    pub time_range: Option<(i64, i64)>,
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn micros(value: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(value), Some("UTC".into())))
+}
+
+fn key_column(table_index: usize, key_index: usize) -> String {
+    format!("{INTERNAL_PREFIX}j{table_index}_{key_index}")
+}
+
+fn read_options(schema: &Schema) -> ParquetReadOptions<'_> {
+    // Explicit file lists: every file given is read, whatever its name.
+    ParquetReadOptions::default()
+        .schema(schema)
+        .file_extension("")
+}
+
+/// Build the physical plan of a training set.
+pub async fn build(
+    planner: &Planner,
+    spine: SpineInput,
+    tables: Vec<TableInput>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let ctx = planner.ctx();
+    if spine.files.is_empty() {
+        return plan_err!("the spine has no files");
+    }
+    if let Some(bad) = spine
+        .schema
+        .fields()
+        .iter()
+        .find(|f| f.name().starts_with(INTERNAL_PREFIX))
+    {
+        return plan_err!(
+            "spine column `{}` starts with `{INTERNAL_PREFIX}`, which ftab reserves; rename it",
+            bad.name()
+        );
+    }
+
+    // The spine, with its time and every table's keys in the types the joins compare.
+    let mut exprs: Vec<Expr> = spine
+        .schema
+        .fields()
+        .iter()
+        .map(|f| column(f.name()))
+        .collect();
+    exprs.push(cast(column(&spine.time_column), utc_micros()).alias(TIME));
+    for (j, table) in tables.iter().enumerate() {
+        for (i, (spine_column, table_column)) in table.keys.iter().enumerate() {
+            let key_type = table.schema.field_with_name(table_column)?.data_type().clone();
+            exprs.push(cast(column(spine_column), key_type).alias(key_column(j, i)));
+        }
+    }
+    let spine_df = ctx
+        .read_parquet(spine.files.clone(), read_options(&spine.schema))
+        .await?
+        .select(exprs)?;
+    let mut plan = spine_df.create_physical_plan().await?;
+
+    let mut outputs: Vec<String> = Vec::new();
+    for (j, table) in tables.iter().enumerate() {
+        let mut selected: Vec<Expr> = table.keys.iter().map(|(_, k)| column(k)).collect();
+        selected.push(column(&table.timestamp));
+        selected.push(column(SEQ_COLUMN));
+        selected.extend(table.features.iter().map(|(f, _)| column(f)));
+        let features = if table.files.is_empty() {
+            let fields: Vec<_> = table
+                .keys
+                .iter()
+                .map(|(_, k)| k.as_str())
+                .chain([table.timestamp.as_str(), SEQ_COLUMN])
+                .chain(table.features.iter().map(|(f, _)| f.as_str()))
+                .map(|name| table.schema.field_with_name(name).cloned())
+                .collect::<std::result::Result<_, _>>()?;
+            Arc::new(EmptyExec::new(Arc::new(Schema::new(fields)))) as Arc<dyn ExecutionPlan>
+        } else {
+            let mut df = ctx
+                .read_parquet(table.files.clone(), read_options(&table.schema))
+                .await?;
+            if let Some((low, high)) = table.time_range {
+                df = df.filter(
+                    column(&table.timestamp)
+                        .gt_eq(micros(low))
+                        .and(column(&table.timestamp).lt_eq(micros(high))),
+                )?;
+            }
+            df.select(selected)?.create_physical_plan().await?
+        };
+        let spec = AsOfJoinSpec {
+            table: table.table.clone(),
+            keys: table
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, (_, k))| (key_column(j, i), k.clone()))
+                .collect(),
+            spine_time: TIME.to_string(),
+            feature_time: table.timestamp.clone(),
+            feature_seq: SEQ_COLUMN.to_string(),
+            ttl_micros: table.ttl_micros,
+            outputs: table.features.clone(),
+        };
+        outputs.extend(table.features.iter().map(|(_, o)| o.clone()));
+        plan = Arc::new(AsOfJoinExec::try_new(plan, features, spec)?);
+    }
+
+    // Spine columns, then the features; the internal columns go.
+    let schema = plan.schema();
+    let keep: Vec<(Arc<dyn PhysicalExpr>, String)> = spine
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .chain(outputs)
+        .map(|name| -> Result<(Arc<dyn PhysicalExpr>, String)> {
+            let index = schema.index_of(&name)?;
+            Ok((Arc::new(ColumnExpr::new(&name, index)), name))
+        })
+        .collect::<Result<_>>()?;
+    let plan = Arc::new(ProjectionExec::try_new(keep, plan)?);
+    planner.optimize(plan)
+}

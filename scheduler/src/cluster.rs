@@ -1,0 +1,458 @@
+//! The Ballista cluster ftab's jobs run on, embedded in the scheduler process.
+//!
+//! `ftab-scheduler` runs a Ballista scheduler in process and, in standalone mode (the
+//! default), one in-process executor too, so one machine needs nothing else; in a cluster
+//! the same scheduler serves `ftab-executor` processes. Jobs are submitted as physical
+//! plans built by [`ftab_core::plan`]; Ballista cuts them into stages at their shuffles and
+//! runs the tasks on executors, which read and write the object store and the online store
+//! directly. What comes back to the scheduler is a job's final stage: small summaries for
+//! ingest jobs, the rows of a training set (streamed to the Flight client).
+//!
+//! The executor's work directory (shuffle files, job results) is `<data-dir>/ballista`,
+//! emptied at start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::client::BallistaClient;
+use ballista_core::extension::{SessionConfigExt, SessionConfigHelperExt};
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{
+    ExecutorRegistration, PartitionLocation, job_status,
+};
+use ballista_core::serde::scheduler::{
+    ExecutorOperatingSystemSpecification, ExecutorSpecification, PartitionId,
+};
+use ballista_core::serde::{BallistaCodec, BallistaLogicalExtensionCodec};
+use ballista_core::utils::{GrpcServerConfig, create_grpc_server};
+use ballista_core::{BALLISTA_PROTOCOL_VERSION, ConfigProducer, JobId, RuntimeProducer};
+use ballista_executor::execution_loop;
+use ballista_executor::executor::Executor;
+use ballista_executor::flight_service::BallistaFlightService;
+use ballista_executor::metrics::LoggingMetricsCollector;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig as BallistaSchedulerConfig;
+use ballista_scheduler::metrics::default_metrics_collector;
+use ballista_scheduler::scheduler_server::{SchedulerServer, SessionBuilder};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use futures::TryStreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use ftab_core::codec::physical_codec;
+use ftab_core::online::{OnlineStore, OnlineStoreHandle};
+use ftab_core::plan::Planner;
+
+use crate::error::{Error, Result};
+
+type Server = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+/// The session all of ftab's jobs run in (Ballista creates a context from it per job).
+const SESSION_ID: &str = "ftab";
+
+/// Largest gRPC message between the embedded scheduler and executors (plans, statuses).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How the embedded cluster is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Tasks run at once, and partitions of every shuffle.
+    pub parallelism: usize,
+    /// The executor's work directory.
+    pub work_dir: PathBuf,
+    /// How long the results of a finished job stay fetchable.
+    pub result_retention: Duration,
+}
+
+/// The embedded Ballista scheduler and its in-process executor.
+#[derive(Clone)]
+pub struct Cluster {
+    server: Server,
+    config: SessionConfig,
+    planner: Planner,
+    parallelism: usize,
+}
+
+impl Cluster {
+    /// Start a Ballista scheduler in this process and one executor beside it.
+    pub async fn start_standalone(
+        settings: ClusterSettings,
+        runtime: Arc<RuntimeEnv>,
+        online: Arc<dyn OnlineStore>,
+    ) -> Result<Self> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Error::FailedPrecondition(format!("cannot start the embedded Ballista {what}: {e}"))
+        };
+        let config = ftab_core::plan::session_config(settings.parallelism)
+            .with_extension(Arc::new(OnlineStoreHandle(online)))
+            .with_ballista_physical_extension_codec(physical_codec())
+            .upgrade_for_ballista()
+            .ballista_restricted_configuration();
+        let planner = Planner::new(config.clone(), runtime.clone());
+
+        let session_runtime = runtime.clone();
+        let session_builder: SessionBuilder = Arc::new(move |config: SessionConfig| {
+            Ok(SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(session_runtime.clone())
+                .with_default_features()
+                .build())
+        });
+        let producer_config = config.clone();
+        let config_producer: ConfigProducer = Arc::new(move || producer_config.clone());
+        let codec = BallistaCodec::new(
+            Arc::new(BallistaLogicalExtensionCodec::default()),
+            physical_codec(),
+        );
+        let ballista_config = BallistaSchedulerConfig::default()
+            .with_scheduler_policy(ballista_core::config::TaskSchedulingPolicy::PullStaged)
+            .with_finished_job_data_clean_up_interval_seconds(
+                settings.result_retention.as_secs().max(1),
+            )
+            .with_finished_job_state_clean_up_interval_seconds(
+                settings.result_retention.as_secs().max(1) + 600,
+            );
+        let cluster = BallistaCluster::new_memory(
+            "localhost:50050",
+            session_builder,
+            config_producer.clone(),
+        );
+        let metrics = default_metrics_collector().map_err(|e| failed("scheduler", &e))?;
+        let mut server: Server = SchedulerServer::new(
+            "localhost:50050".to_owned(),
+            cluster,
+            codec.clone(),
+            Arc::new(ballista_config),
+            metrics,
+        );
+        server.init().await.map_err(|e| failed("scheduler", &e))?;
+        let grpc = ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer::new(
+            server.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| failed("scheduler", &e))?;
+        let scheduler_addr = listener.local_addr().map_err(|e| failed("scheduler", &e))?;
+        tokio::spawn(
+            create_grpc_server(&GrpcServerConfig::default())
+                .add_service(grpc)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        // The executor, with its work directory under the data directory.
+        let work_dir = settings.work_dir;
+        if work_dir.exists() {
+            std::fs::remove_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
+        }
+        std::fs::create_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
+        let work_dir = work_dir.to_string_lossy().into_owned();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| failed("executor", &e))?;
+        let executor_port = listener
+            .local_addr()
+            .map_err(|e| failed("executor", &e))?
+            .port();
+        let registration = ExecutorRegistration {
+            id: ballista_core::ids::new_instance_id(),
+            host: Some("127.0.0.1".into()),
+            port: executor_port as u32,
+            grpc_port: 0,
+            specification: Some(
+                ExecutorSpecification::default()
+                    .with_vcores(settings.parallelism as u32)
+                    .into(),
+            ),
+            os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
+            ballista_protocol_version: BALLISTA_PROTOCOL_VERSION,
+        };
+        let executor_runtime = runtime.clone();
+        let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(executor_runtime.clone()));
+        let state = SessionStateBuilder::new()
+            .with_config(config.clone())
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let executor = Arc::new(Executor::with_default_execution_engine(
+            registration,
+            &work_dir,
+            runtime_producer,
+            config_producer,
+            Arc::new((&state).into()),
+            Arc::new(LoggingMetricsCollector::default()),
+            settings.parallelism,
+        ));
+        let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(
+            create_grpc_server(&GrpcServerConfig::default())
+                .add_service(flight)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let scheduler = SchedulerGrpcClient::connect(format!("http://{scheduler_addr}"))
+            .await
+            .map_err(|e| failed("executor", &e))?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(async move {
+            if let Err(e) = execution_loop::poll_loop(
+                scheduler,
+                executor,
+                codec,
+                None,
+                None,
+                ballista_executor::health::ExecutorHealth::new(),
+            )
+            .await
+            {
+                tracing::error!("the embedded Ballista executor stopped: {e}");
+            }
+        });
+        tracing::info!(
+            %scheduler_addr,
+            executor_port,
+            parallelism = settings.parallelism,
+            "embedded Ballista scheduler and executor started"
+        );
+        Ok(Self {
+            server,
+            config,
+            planner,
+            parallelism: settings.parallelism,
+        })
+    }
+
+    /// The planner jobs build their plans with.
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// Tasks that run at once: the partitions of every shuffle.
+    pub fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    /// Submit a physical plan; the job runs in the background.
+    pub async fn submit(&self, name: &str, plan: Arc<dyn ExecutionPlan>) -> Result<BallistaJob> {
+        let ctx: Arc<SessionContext> = self
+            .server
+            .state
+            .session_manager
+            .create_or_update_session(SESSION_ID, &self.config)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot open a Ballista session: {e}")))?;
+        let schema = plan.schema();
+        let partitions = datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&plan)
+            .partition_count();
+        let job_id = self
+            .server
+            .submit_physical_plan(name, ctx, plan, None)
+            .await
+            .map_err(|e| Error::Internal(format!("cannot submit {name} to Ballista: {e}")))?;
+        tracing::debug!(%job_id, name, "Ballista job submitted");
+        Ok(BallistaJob {
+            server: self.server.clone(),
+            job_id,
+            name: name.to_string(),
+            schema,
+            partitions,
+        })
+    }
+}
+
+/// How far a Ballista job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub stages_done: usize,
+    pub stages: usize,
+}
+
+/// One submitted Ballista job.
+#[derive(Clone)]
+pub struct BallistaJob {
+    server: Server,
+    job_id: JobId,
+    name: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    partitions: usize,
+}
+
+/// Where each output partition of a finished job is, by partition number.
+pub type Locations = BTreeMap<usize, PartitionLocation>;
+
+impl BallistaJob {
+    pub fn id(&self) -> &JobId {
+        &self.job_id
+    }
+
+    pub fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    /// Output partitions of the plan.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    async fn progress(&self) -> Option<Progress> {
+        let jobs = self.server.state.task_manager.get_running_job_cache();
+        let job = jobs.get(&self.job_id)?;
+        let graph = job.execution_graph.read().await;
+        Some(Progress {
+            stages_done: graph.completed_stages(),
+            stages: graph.stage_count(),
+        })
+    }
+
+    /// Wait for the job to end; `on_progress` hears of each change. Returns where the
+    /// output partitions are.
+    pub async fn wait(&self, mut on_progress: impl FnMut(Progress)) -> Result<Locations> {
+        let mut last = None;
+        loop {
+            let status = self
+                .server
+                .state
+                .task_manager
+                .get_job_status(&self.job_id)
+                .await
+                .map_err(|e| Error::Internal(format!("cannot read the status of {}: {e}", self.name)))?;
+            match status.and_then(|s| s.status) {
+                Some(job_status::Status::Successful(done)) => {
+                    let mut locations = Locations::new();
+                    for location in done.partition_location {
+                        let partition = location
+                            .partition_id
+                            .as_ref()
+                            .map(|p| p.partition_id as usize)
+                            .ok_or_else(|| Error::Internal("a result partition has no id".into()))?;
+                        locations.insert(partition, location);
+                    }
+                    return Ok(locations);
+                }
+                Some(job_status::Status::Failed(failed)) => {
+                    return Err(Error::JobFailed(clean_error(&failed.error)));
+                }
+                Some(_) => {
+                    if let Some(progress) = self.progress().await
+                        && last != Some(progress)
+                    {
+                        last = Some(progress);
+                        on_progress(progress);
+                    }
+                }
+                None => {
+                    // Queued and not planned yet, or forgotten after its retention.
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stop scheduling the job's tasks (running ones finish) and drop its data.
+    pub async fn cancel(&self) {
+        if let Err(e) = self.server.cancel_job(self.job_id.clone()).await {
+            tracing::warn!(job_id = %self.job_id, "cannot cancel Ballista job: {e}");
+        }
+    }
+
+    /// Remove the job's results from the executors now rather than after the retention.
+    pub fn clean(&self) {
+        self.server
+            .state
+            .executor_manager
+            .clean_up_job_data(self.job_id.clone());
+    }
+
+    /// Stream one output partition from the executor holding it, batch by batch.
+    pub async fn fetch(location: &PartitionLocation) -> Result<SendableRecordBatchStream> {
+        let lost = |e: &dyn std::fmt::Display| {
+            Error::Internal(format!("cannot fetch a result partition: {e}"))
+        };
+        let executor = location
+            .executor_meta
+            .as_ref()
+            .ok_or_else(|| lost(&"no executor named"))?;
+        let partition: PartitionId = location
+            .partition_id
+            .clone()
+            .ok_or_else(|| lost(&"no partition id"))?
+            .into();
+        let mut client = BallistaClient::try_new(
+            &executor.host,
+            executor.port as u16,
+            MAX_MESSAGE_BYTES,
+            false,
+            None,
+            3,
+            250,
+            0,
+            0,
+        )
+        .await
+        .map_err(|e| lost(&e))?;
+        client
+            .fetch_partition(
+                &executor.id,
+                &partition,
+                location.file_id,
+                location.layout(),
+                false,
+            )
+            .await
+            .map_err(|e| lost(&e))
+    }
+
+    /// Wait for the job and read every output partition into memory: for jobs whose
+    /// output is small (summaries), never for training sets.
+    pub async fn collect(&self, on_progress: impl FnMut(Progress)) -> Result<Vec<RecordBatch>> {
+        let locations = self.wait(on_progress).await?;
+        let mut batches = Vec::new();
+        for location in locations.values() {
+            let stream = Self::fetch(location).await?;
+            let mut partition: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| Error::Internal(format!("cannot read a result partition: {e}")))?;
+            batches.append(&mut partition);
+        }
+        self.clean();
+        Ok(batches)
+    }
+}
+
+/// Ballista wraps task errors in layers of debug formatting; keep the innermost message a
+/// person can act on.
+pub fn clean_error(error: &str) -> String {
+    let mut message = error.trim().to_string();
+    for marker in ["Execution(\"", "Plan(\"", "External(", "Internal(\""] {
+        if let Some(start) = message.rfind(marker) {
+            let inner = &message[start + marker.len()..];
+            let end = inner.find("\")").unwrap_or(inner.len());
+            message = inner[..end].to_string();
+        }
+    }
+    message.replace("\\\"", "\"").replace("\\'", "'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ballista_errors_are_unwrapped() {
+        let raw = "Task 3 failed: ExecutionError(DataFusionError(Execution(\"the spine's time column `ts` has null values\")))";
+        assert_eq!(clean_error(raw), "the spine's time column `ts` has null values");
+        assert_eq!(clean_error("plain message"), "plain message");
+    }
+}
