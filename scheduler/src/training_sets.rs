@@ -335,6 +335,7 @@ impl TrainingSets {
         .await
         .map_err(|e| invalid(format!("cannot plan the training set: {e}")))?;
         let schema = plan.schema();
+        tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(false), "training set plan");
         let id = uuid::Uuid::now_v7().to_string();
         let job = self
             .cluster

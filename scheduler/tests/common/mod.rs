@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 
 pub struct Running {
     pub client: FlightClient,
+    /// `http://127.0.0.1:PORT`, for more clients.
+    pub url: String,
     pub stop: Option<oneshot::Sender<()>>,
     pub server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
     pub online: std::sync::Arc<dyn ftab_core::online::OnlineStore>,
@@ -53,6 +55,7 @@ pub async fn start_in(dir: tempfile::TempDir) -> Running {
         .unwrap();
     Running {
         client: FlightClient::new(channel),
+        url: format!("http://{addr}"),
         stop: Some(stop),
         server,
         online,
@@ -137,6 +140,42 @@ pub async fn wait_job(client: &mut FlightClient, job_id: &str) -> serde_json::Va
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Another client of the same scheduler.
+pub async fn connect(url: &str) -> FlightClient {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightClient::new(channel)
+}
+
+/// Ask for a training set with GetFlightInfo and fetch every endpoint with DoGet: the
+/// FlightInfo's metadata and all rows.
+pub async fn training_set(
+    client: &mut FlightClient,
+    command: serde_json::Value,
+) -> Result<(serde_json::Value, Vec<RecordBatch>), tonic::Status> {
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd(command.to_string()))
+        .await
+        .map_err(status)?;
+    let metadata: serde_json::Value = serde_json::from_slice(&info.app_metadata).unwrap();
+    let mut batches = Vec::new();
+    for endpoint in &info.endpoint {
+        let ticket = endpoint.ticket.clone().expect("every endpoint has a ticket");
+        let mut part: Vec<RecordBatch> = client
+            .do_get(ticket)
+            .await
+            .map_err(status)?
+            .try_collect()
+            .await
+            .map_err(status)?;
+        batches.append(&mut part);
+    }
+    Ok((metadata, batches))
 }
 
 /// The example feature repository as the `files` of a plan or apply.

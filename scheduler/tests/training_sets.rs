@@ -1,0 +1,648 @@
+//! Training sets end to end inside one scheduler: the golden cases of `tests/golden/` (one
+//! rule each, as data) and a randomized comparison with a brute-force reference.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::FlightClient;
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use common::{connect, put, raw_action, start, training_set, wait_job};
+
+// ---------------------------------------------------------------------------------------
+// Pipe tables: the golden cases' data.
+
+/// A column type of a golden table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Type {
+    String,
+    Int32,
+    Int64,
+    Float64,
+    Bool,
+    Timestamp,
+    NaiveTimestamp,
+}
+
+impl Type {
+    fn parse(name: &str) -> Type {
+        match name {
+            "string" => Type::String,
+            "int32" => Type::Int32,
+            "int64" => Type::Int64,
+            "float64" => Type::Float64,
+            "bool" => Type::Bool,
+            "timestamp" => Type::Timestamp,
+            "naive_timestamp" => Type::NaiveTimestamp,
+            other => panic!("unknown golden column type `{other}`"),
+        }
+    }
+
+    fn arrow(self) -> DataType {
+        match self {
+            Type::String => DataType::Utf8,
+            Type::Int32 => DataType::Int32,
+            Type::Int64 => DataType::Int64,
+            Type::Float64 => DataType::Float64,
+            Type::Bool => DataType::Boolean,
+            Type::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Type::NaiveTimestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }
+    }
+}
+
+struct PipeTable {
+    columns: Vec<(String, Option<Type>)>,
+    rows: Vec<Vec<String>>,
+}
+
+fn pipe_table(text: &str) -> PipeTable {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>());
+    let header = lines.next().expect("a table has a header line");
+    let columns = header
+        .iter()
+        .map(|h| match h.split_once(':') {
+            Some((name, ty)) => (name.to_string(), Some(Type::parse(ty))),
+            None => (h.clone(), None),
+        })
+        .collect::<Vec<_>>();
+    let rows: Vec<Vec<String>> = lines.collect();
+    for row in &rows {
+        assert_eq!(row.len(), columns.len(), "row {row:?} has the wrong number of cells");
+    }
+    PipeTable { columns, rows }
+}
+
+fn micros(text: &str) -> i64 {
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("`{text}` is not an RFC 3339 time: {e}"))
+        .timestamp_micros()
+}
+
+fn naive_micros(text: &str) -> i64 {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap_or_else(|e| panic!("`{text}` is not a naive time: {e}"))
+        .and_utc()
+        .timestamp_micros()
+}
+
+impl PipeTable {
+    /// The table as a batch; `types` gives the types of columns the header leaves open.
+    fn batch(&self, types: &BTreeMap<String, Type>) -> RecordBatch {
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (index, (name, ty)) in self.columns.iter().enumerate() {
+            let ty = ty
+                .or_else(|| types.get(name).copied())
+                .unwrap_or_else(|| panic!("column `{name}` needs a type (`{name}:TYPE`)"));
+            let cells: Vec<Option<&str>> = self
+                .rows
+                .iter()
+                .map(|r| Some(r[index].as_str()).filter(|c| *c != "null"))
+                .collect();
+            let array: ArrayRef = match ty {
+                Type::String => Arc::new(StringArray::from(cells)),
+                Type::Int32 => Arc::new(Int32Array::from(
+                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                )),
+                Type::Int64 => Arc::new(Int64Array::from(
+                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                )),
+                Type::Float64 => Arc::new(Float64Array::from(
+                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                )),
+                Type::Bool => Arc::new(BooleanArray::from(
+                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                )),
+                Type::Timestamp => Arc::new(
+                    TimestampMicrosecondArray::from(
+                        cells.iter().map(|c| c.map(micros)).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                Type::NaiveTimestamp => Arc::new(TimestampMicrosecondArray::from(
+                    cells.iter().map(|c| c.map(naive_micros)).collect::<Vec<_>>(),
+                )),
+            };
+            fields.push(Field::new(name, ty.arrow(), true));
+            arrays.push(array);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    }
+}
+
+/// One cell as canonical text, whatever the Arrow type carrying it.
+fn cell(array: &ArrayRef, row: usize) -> String {
+    if array.is_null(row) {
+        return "null".into();
+    }
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = cast(array, &DataType::Utf8).unwrap();
+            text.as_string::<i32>().value(row).to_string()
+        }
+        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Boolean => array.as_boolean().value(row).to_string(),
+        DataType::Timestamp(_, tz) => {
+            let us = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone())).unwrap();
+            let value = us.as_primitive::<TimestampMicrosecondType>().value(row);
+            let time = DateTime::<Utc>::from_timestamp_micros(value).unwrap();
+            match tz {
+                Some(_) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                None => time.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+            }
+        }
+        other => panic!("no golden format for {other}"),
+    }
+}
+
+/// Column headers (`name:type`) and the rows as sorted canonical text.
+fn canonical(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = Vec::new();
+    let mut rows = Vec::new();
+    for batch in batches {
+        header = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(batch.columns().iter().map(|c| cell(c, row)).collect());
+        }
+    }
+    rows.sort();
+    (header, rows)
+}
+
+// ---------------------------------------------------------------------------------------
+// The golden cases.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    description: String,
+    repo: Option<String>,
+    #[serde(default)]
+    ingest: Vec<Ingest>,
+    request: Request,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ingest {
+    table: String,
+    rows: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    feature_service: Option<String>,
+    features: Option<Vec<String>>,
+    timestamp_column: Option<String>,
+    full_feature_names: Option<bool>,
+    as_of: Option<toml::Value>,
+    as_of_after_ingest: Option<usize>,
+    spine: String,
+    expected: Option<String>,
+    error: Option<String>,
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Column types of every feature table of a repository, by table.
+fn table_types(repo: &str) -> BTreeMap<String, BTreeMap<String, Type>> {
+    let files = vec![ftab_core::repository::RepositoryFile {
+        path: "repo.toml".into(),
+        content: repo.into(),
+    }];
+    let definitions = ftab_core::repository::parse(&files).expect("the golden repository parses");
+    definitions
+        .feature_tables
+        .iter()
+        .map(|t| {
+            let columns = t
+                .schema
+                .iter()
+                .map(|c| {
+                    let ty = match c.value_type.to_string().as_str() {
+                        "string" => Type::String,
+                        "int32" => Type::Int32,
+                        "int64" => Type::Int64,
+                        "float64" => Type::Float64,
+                        "bool" => Type::Bool,
+                        "timestamp" => Type::Timestamp,
+                        other => panic!("no golden type for {other}"),
+                    };
+                    (c.name.to_string(), ty)
+                })
+                .collect();
+            (t.name.to_string(), columns)
+        })
+        .collect()
+}
+
+/// Run one case in its own workspace; `Err` says how it failed.
+async fn run_case(url: &str, name: &str, case: &Case) -> Result<(), String> {
+    let mut client = connect(url).await;
+    let client = &mut client;
+    let workspace = name.to_string();
+    let repo = case.repo.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(golden_dir().join("repo.toml")).expect("golden repo.toml")
+    });
+    let types = table_types(&repo);
+    raw_action(
+        client,
+        "create_workspace",
+        &json!({"name": workspace, "kind": "live"}).to_string(),
+    )
+    .await
+    .map_err(|e| format!("create_workspace: {e}"))?;
+    raw_action(
+        client,
+        "apply",
+        &json!({"workspace": workspace, "files": [{"path": "repo.toml", "content": repo}]})
+            .to_string(),
+    )
+    .await
+    .map_err(|e| format!("apply: {e}"))?;
+
+    let mut after_ingest = Vec::new();
+    for (i, ingest) in case.ingest.iter().enumerate() {
+        let columns = types
+            .get(&ingest.table)
+            .ok_or_else(|| format!("ingest {}: no table `{}`", i + 1, ingest.table))?;
+        let batch = pipe_table(&ingest.rows).batch(columns);
+        let answer = put(
+            client,
+            json!({"ingest": {"workspace": workspace, "table": ingest.table}}),
+            vec![batch],
+        )
+        .await
+        .map_err(|e| format!("ingest {}: {e}", i + 1))?;
+        let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
+        if job["state"] != "succeeded" {
+            return Err(format!("ingest {} job did not succeed: {job}", i + 1));
+        }
+        after_ingest.push(Utc::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let request = &case.request;
+    let spine = pipe_table(&request.spine).batch(&BTreeMap::new());
+    put(client, json!({"spine": {"name": workspace}}), vec![spine])
+        .await
+        .map_err(|e| format!("spine upload: {e}"))?;
+    let mut command = json!({"workspace": workspace, "spine": {"name": workspace}});
+    if let Some(service) = &request.feature_service {
+        command["feature_service"] = json!(service);
+    }
+    if let Some(features) = &request.features {
+        command["features"] = json!(features);
+    }
+    if let Some(column) = &request.timestamp_column {
+        command["timestamp_column"] = json!(column);
+    }
+    if let Some(full) = request.full_feature_names {
+        command["full_feature_names"] = json!(full);
+    }
+    if let Some(as_of) = &request.as_of {
+        command["as_of"] = serde_json::to_value(as_of).unwrap();
+    }
+    if let Some(n) = request.as_of_after_ingest {
+        let at = after_ingest
+            .get(n - 1)
+            .ok_or_else(|| format!("as_of_after_ingest = {n}, but there are fewer ingests"))?;
+        command["as_of"] = json!(at.to_rfc3339_opts(SecondsFormat::Micros, true));
+    }
+    let answer = training_set(client, json!({"training_set": command})).await;
+    match (&request.expected, &request.error, answer) {
+        (Some(expected), None, Ok((info, batches))) => {
+            let expected = pipe_table(expected).batch(&BTreeMap::new());
+            let (want_header, want_rows) = canonical(&[expected]);
+            let (got_header, got_rows) = canonical(&batches);
+            if !batches.is_empty() && want_header != got_header {
+                return Err(format!(
+                    "columns differ:\n  expected {want_header:?}\n  got      {got_header:?}"
+                ));
+            }
+            if want_rows != got_rows {
+                return Err(format!(
+                    "rows differ:\n  expected {want_rows:?}\n  got      {got_rows:?}"
+                ));
+            }
+            if info["rows"].as_u64() != Some(want_rows.len() as u64) {
+                return Err(format!("FlightInfo counts {} rows, expected {}", info["rows"], want_rows.len()));
+            }
+            Ok(())
+        }
+        (None, Some(error), Err(status)) => {
+            if status.message().contains(error.as_str()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "refused with another message:\n  expected to contain: {error}\n  got: {} ({:?})",
+                    status.message(),
+                    status.code()
+                ))
+            }
+        }
+        (Some(_), None, Err(status)) => Err(format!(
+            "refused: {} ({:?})",
+            status.message(),
+            status.code()
+        )),
+        (None, Some(error), Ok((_, batches))) => Err(format!(
+            "expected an error containing `{error}`, got {} rows",
+            batches.iter().map(|b| b.num_rows()).sum::<usize>()
+        )),
+        _ => Err("a case gives exactly one of `expected` and `error`".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_cases() {
+    let running = start().await;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && p.file_name().is_some_and(|n| n != "repo.toml")
+        })
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 20, "the golden cases are there");
+    let runs = paths.iter().map(|path| {
+        let url = running.url.clone();
+        async move {
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(path).unwrap();
+            let case: Case = toml::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let result = run_case(&url, &name, &case).await;
+            (name, case.description, result)
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(name, description, result)| {
+            result
+                .as_ref()
+                .err()
+                .map(|e| format!("{name} ({description}):\n  {e}"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden cases failed:\n\n{}",
+        failures.len(),
+        results.len(),
+        failures.join("\n\n")
+    );
+    running.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Randomized comparison with a brute-force reference.
+
+/// A small deterministic generator (xorshift), so failures replay from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One stored feature row: (key, timestamp, seq, row in its ingest, value).
+type Stored = (String, i64, u64, u64, i64);
+
+/// The rule, written plainly: for each spine row, among the rows with its key and
+/// timestamp <= t (and >= t - ttl), the greatest by (timestamp, seq, row).
+fn reference(stored: &[Stored], spine: &[(String, i64)], ttl: Option<i64>) -> Vec<(String, i64, Option<i64>)> {
+    spine
+        .iter()
+        .map(|(key, t)| {
+            let best = stored
+                .iter()
+                .filter(|s| &s.0 == key && s.1 <= *t && ttl.is_none_or(|ttl| s.1 >= t - ttl))
+                .max_by_key(|s| (s.1, s.2, s.3));
+            (key.clone(), *t, best.map(|s| s.4))
+        })
+        .collect()
+}
+
+async fn randomized(seed: u64, ttl_seconds: Option<i64>) {
+    let mut running = start().await;
+    let client: &mut FlightClient = &mut running.client;
+    let ttl = ttl_seconds.map(|s| format!("ttl = \"{s}s\"")).unwrap_or_default();
+    let repo = format!(
+        r#"
+[[entity]]
+name = "user"
+join_keys = ["user_id"]
+
+[[feature_table]]
+name = "events"
+entities = ["user"]
+timestamp_field = "ts"
+online = false
+{ttl}
+schema = [
+  {{ name = "user_id", type = "string" }},
+  {{ name = "ts", type = "timestamp" }},
+  {{ name = "value", type = "int64" }},
+]
+"#
+    );
+    raw_action(client, "create_workspace", &json!({"name": "prod", "kind": "live"}).to_string())
+        .await
+        .unwrap();
+    raw_action(
+        client,
+        "apply",
+        &json!({"workspace": "prod", "files": [{"path": "r.toml", "content": repo}]}).to_string(),
+    )
+    .await
+    .unwrap();
+
+    let mut rng = Rng(seed);
+    let base = 1_700_000_000_000_000i64;
+    let second = 1_000_000i64;
+    // Few keys and few distinct times: many ties within and across ingests.
+    let keys: Vec<String> = (0..12).map(|k| format!("k{k}")).collect();
+    let mut stored: Vec<Stored> = Vec::new();
+    let mut sent: Vec<(String, i64, i64)> = Vec::new();
+    let mut value = 0i64;
+    for seq in 1..=4u64 {
+        let rows = 40 + rng.below(40) as usize;
+        let mut batch_rows: Vec<(String, i64, i64)> = Vec::new();
+        for _ in 0..rows {
+            // A quarter of the rows re-send an earlier row (same key and time, new value).
+            let (key, ts) = if !sent.is_empty() && rng.below(4) == 0 {
+                let (k, t, _) = &sent[rng.below(sent.len() as u64) as usize];
+                (k.clone(), *t)
+            } else {
+                (
+                    keys[rng.below(keys.len() as u64) as usize].clone(),
+                    base + rng.below(30) as i64 * second,
+                )
+            };
+            value += 1;
+            batch_rows.push((key, ts, value));
+        }
+        for (row, (k, t, v)) in batch_rows.iter().enumerate() {
+            stored.push((k.clone(), *t, seq, row as u64, *v));
+            sent.push((k.clone(), *t, *v));
+        }
+        // Send the ingest in two batches, to cross a batch boundary.
+        let to_batch = |rows: &[(String, i64, i64)]| {
+            RecordBatch::try_from_iter([
+                (
+                    "user_id",
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.clone()))) as ArrayRef,
+                ),
+                (
+                    "ts",
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                            .with_timezone("UTC"),
+                    ),
+                ),
+                (
+                    "value",
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                ),
+            ])
+            .unwrap()
+        };
+        let half = batch_rows.len() / 2;
+        let answer = put(
+            client,
+            json!({"ingest": {"workspace": "prod", "table": "events"}}),
+            vec![to_batch(&batch_rows[..half]), to_batch(&batch_rows[half..])],
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer["seq"], seq);
+        let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+
+    // Spine: every key (and one unknown) at times before, among and after the rows,
+    // with duplicates.
+    let mut spine: Vec<(String, i64)> = Vec::new();
+    for _ in 0..150 {
+        let key = if rng.below(15) == 0 {
+            "unknown".to_string()
+        } else {
+            keys[rng.below(keys.len() as u64) as usize].clone()
+        };
+        spine.push((key, base + (rng.below(40) as i64 - 5) * second));
+    }
+    spine.push(spine[0].clone());
+    let spine_batch = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(spine.iter().map(|s| s.0.clone()))) as ArrayRef,
+        ),
+        (
+            "t",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(spine.iter().map(|s| s.1))
+                    .with_timezone("UTC"),
+            ),
+        ),
+    ])
+    .unwrap();
+    put(client, json!({"spine": {"name": "random"}}), vec![spine_batch])
+        .await
+        .unwrap();
+    let (info, batches) = training_set(
+        client,
+        json!({"training_set": {"workspace": "prod", "features": ["events.value"], "spine": {"name": "random"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info["rows"], spine.len() as u64);
+
+    let mut got: Vec<(String, i64, Option<i64>)> = Vec::new();
+    for batch in &batches {
+        let keys = batch.column(0).as_string::<i32>();
+        let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        let values = batch.column(2).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            got.push((
+                keys.value(i).to_string(),
+                times.value(i),
+                (!values.is_null(i)).then(|| values.value(i)),
+            ));
+        }
+    }
+    let mut want = reference(&stored, &spine, ttl_seconds.map(|s| s * second));
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "one output row per spine row");
+    let differences: Vec<String> = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| g != w)
+        .map(|(g, w)| format!("got {g:?}, want {w:?}"))
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "seed {seed}: {} of {} rows differ from the reference:\n{}",
+        differences.len(),
+        want.len(),
+        differences.join("\n")
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_against_a_brute_force_reference() {
+    for seed in [0x9E37_79B9_7F4A_7C15u64, 42, 7_777_777] {
+        randomized(seed, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_with_a_ttl_against_a_brute_force_reference() {
+    for seed in [3u64, 1_234_567] {
+        randomized(seed, Some(7)).await;
+    }
+}
