@@ -108,6 +108,10 @@ pub enum Command {
     #[command(subcommand)]
     Jobs(JobsCommand),
 
+    /// Get a point-in-time-correct training set: the features of a service (or a list)
+    /// joined onto a spine of entity keys and times, written to a Parquet file.
+    TrainingSet(crate::training_set::TrainingSetArgs),
+
     /// Show one entity's online record of a feature table (for inspection).
     Get {
         #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
@@ -475,6 +479,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     j.attempts + 1
                 )
             });
+        }
+        Command::TrainingSet(args) => {
+            let summary = crate::training_set::run(&mut client, args, format).await?;
+            print(format, &summary, crate::training_set::render);
         }
         Command::Get {
             workspace,

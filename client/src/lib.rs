@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod files;
 pub mod output;
+pub mod training_set;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,13 +23,14 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use ftab_core::ids::JobId;
-use ftab_core::names::{TableName, WorkspaceName};
+use ftab_core::names::{SpineName, TableName, WorkspaceName};
 use ftab_core::protocol::{
     Action, ApplyRequest, ApplyResponse, Command, CreateWorkspaceRequest, DescribeTableRequest,
     GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
     ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
-    ListWorkspacesResponse, PlanRequest, PlanResponse, TableDescription, TableListing,
-    WorkspaceInfo, WorkspaceKind,
+    ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo,
+    TableDescription, TableListing, TrainingSetInfo, TrainingSetRequest, WorkspaceInfo,
+    WorkspaceKind,
 };
 use ftab_core::repository::RepositoryFile;
 
@@ -194,6 +196,64 @@ impl FtabClient {
         batches: files::Batches,
         rows_sent: Arc<AtomicU64>,
     ) -> Result<IngestResult> {
+        self.put(Command::Ingest(command), batches, rows_sent).await
+    }
+
+    /// Upload `batches` as a spine for training sets.
+    pub async fn put_spine(
+        &mut self,
+        name: SpineName,
+        batches: files::Batches,
+        rows_sent: Arc<AtomicU64>,
+    ) -> Result<SpineInfo> {
+        self.put(Command::Spine(SpineCommand { name }), batches, rows_sent)
+            .await
+    }
+
+    /// Ask for a training set: its FlightInfo (one endpoint per partition) and metadata.
+    pub async fn training_set(
+        &mut self,
+        request: TrainingSetRequest,
+    ) -> Result<(FlightInfo, TrainingSetInfo)> {
+        let url = self.url.clone();
+        let info = self
+            .flight
+            .get_flight_info(FlightDescriptor::new_cmd(
+                Command::TrainingSet(request).encode(),
+            ))
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))?;
+        let metadata = serde_json::from_slice(&info.app_metadata).map_err(|e| {
+            ClientError::Protocol(format!("training set answer does not decode: {e}"))
+        })?;
+        Ok((info, metadata))
+    }
+
+    /// Stream one endpoint of a training set, batch by batch.
+    pub async fn fetch(
+        &mut self,
+        ticket: arrow_flight::Ticket,
+    ) -> Result<arrow_flight::decode::FlightRecordBatchStream> {
+        let url = self.url.clone();
+        self.flight
+            .do_get(ticket)
+            .await
+            .map_err(|e| ClientError::from_flight(&url, e))
+    }
+
+    /// Another connection to the same scheduler (for parallel fetches).
+    pub async fn reconnect(&self) -> Result<Self> {
+        Self::connect(&self.url).await
+    }
+
+    /// DoPut `command` with `batches`; its one PutResult's metadata, decoded.
+    async fn put<T: DeserializeOwned>(
+        &mut self,
+        command: Command,
+        batches: files::Batches,
+        rows_sent: Arc<AtomicU64>,
+    ) -> Result<T> {
+        let name = command.name();
         let (sender, receiver) =
             tokio::sync::mpsc::channel::<Result<arrow::array::RecordBatch, FlightError>>(4);
         let reader = tokio::task::spawn_blocking(move || {
@@ -215,9 +275,7 @@ impl FtabClient {
             receiver.recv().await.map(|item| (item, receiver))
         });
         let data = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
-                Command::Ingest(command).encode(),
-            )))
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.encode())))
             .build(batches);
         let url = self.url.clone();
         let results: Vec<arrow_flight::PutResult> = self
@@ -231,12 +289,12 @@ impl FtabClient {
         reader.abort();
         let [result] = results.as_slice() else {
             return Err(ClientError::Protocol(format!(
-                "ingest answered {} results, expected one",
+                "{name} answered {} results, expected one",
                 results.len()
             )));
         };
         serde_json::from_slice(&result.app_metadata)
-            .map_err(|e| ClientError::Protocol(format!("ingest answer does not decode: {e}")))
+            .map_err(|e| ClientError::Protocol(format!("{name} answer does not decode: {e}")))
     }
 
     pub async fn list_jobs(&mut self, request: ListJobsRequest) -> Result<ListJobsResponse> {

@@ -22,6 +22,47 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// A byte count for people: `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// What a training set request was planned as.
+pub fn training_set_plan(info: &ftab_core::protocol::TrainingSetInfo, endpoints: usize) -> String {
+    let tables: Vec<String> = info
+        .tables
+        .iter()
+        .map(|t| {
+            format!(
+                "{} (version {}, {} of {} files)",
+                t.table,
+                t.delta_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                t.files_read,
+                t.files_total
+            )
+        })
+        .collect();
+    format!(
+        "training set {}: {} rows in {endpoints} partitions from {}",
+        info.training_set_id,
+        thousands(info.rows),
+        tables.join(", ")
+    )
+}
+
 fn state_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
         .ok()
