@@ -1,6 +1,7 @@
 //! Runs the tests in tests/python against a real `ftab-scheduler`: pyarrow's Flight client
-//! alone drives the protocol (actions, ingest), and delta-rs's Python package reads the
-//! offline store. ftab must work with clients it did not write.
+//! alone drives the protocol (actions, ingest, spines, training sets over GetFlightInfo,
+//! DoGet and DoExchange), and delta-rs's Python package reads the offline store. ftab must
+//! work with clients it did not write.
 //!
 //! Needs python3 with pyarrow, pytest and deltalake (`pip install -r tests/python/requirements.txt`;
 //! `.ci/run` installs them). Without them the test fails and says so, unless
@@ -29,7 +30,9 @@ fn pyarrow_flight_client_speaks_the_protocol() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let scheduler = SchedulerProcess::start(&dir.path().join("data"));
+    // Three partitions, so a training set comes in several endpoints even on a small machine.
+    let scheduler =
+        SchedulerProcess::start_with_env(&dir.path().join("data"), &[("FTAB_PARALLELISM", "3")]);
     let grpc_url = scheduler.url.replacen("http://", "grpc://", 1);
     let root = repo_root();
     let output = Command::new("python3")

@@ -123,7 +123,10 @@ fn record_batches(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> BoxStream<'static, Result<datafusion::arrow::array::RecordBatch, Error>> {
-    let data = stream::once(async { Ok(first) })
+    // A first message that carries only the descriptor (DoExchange clients send the schema
+    // after it) holds no data to decode.
+    let first = (!first.data_header.is_empty()).then_some(first);
+    let data = stream::iter(first.map(Ok))
         .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))));
     FlightRecordBatchStream::new_from_flight_data(data).map_err(|e| match e {
         FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
