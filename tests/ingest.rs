@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ftab_e2e::{SchedulerProcess, poll_json, repo_root};
+use ftab_e2e::{SchedulerProcess, hours_ago, poll_json, repo_root, write};
 
 fn setup(scheduler: &SchedulerProcess) {
     scheduler
@@ -14,38 +14,6 @@ fn setup(scheduler: &SchedulerProcess) {
     scheduler
         .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
         .ok();
-}
-
-/// An ISO timestamp `hours` before now.
-fn hours_ago(hours: i64) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - hours * 3600;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a date crate.
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-fn write(dir: &Path, name: &str, content: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path.to_string_lossy().into_owned()
 }
 
 fn describe(scheduler: &SchedulerProcess) -> serde_json::Value {

@@ -41,8 +41,14 @@ use crate::jobs::{JobRunner, Jobs, RetryPolicy};
 use crate::training_sets::TrainingSets;
 use crate::workspaces::Workspaces;
 
-/// How often expired spines and training sets are removed.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often expired spines and training sets are removed: every minute, or every half
+/// of the shortest lifetime if that is shorter (at least every second).
+fn sweep_every(config: &SchedulerConfig) -> std::time::Duration {
+    let shortest = config.spine_ttl.min(config.training_set_retention) / 2;
+    shortest
+        .min(std::time::Duration::from_secs(60))
+        .max(std::time::Duration::from_secs(1))
+}
 
 /// A scheduler with its catalog, object store and online store open, ready to serve.
 pub struct Scheduler {
@@ -163,7 +169,7 @@ impl Scheduler {
         tokio::spawn(
             training_sets
                 .clone()
-                .run_sweeper(SWEEP_EVERY, jobs_stopped.clone()),
+                .run_sweeper(sweep_every(&self.config), jobs_stopped.clone()),
         );
         let runner = tokio::spawn(runner.run(jobs_stopped));
         let handler = FlightHandler::new(

@@ -266,3 +266,92 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// An RFC 3339 UTC timestamp `hours` before now.
+pub fn hours_ago(hours: i64) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - hours * 3600;
+    // Civil date from days since the epoch (Howard Hinnant's algorithm), to avoid a date crate.
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Write a file under `dir`; its path as text.
+pub fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+
+/// Files (not directories) under `dir`, recursively; 0 if it does not exist.
+pub fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The rows of a Parquet file as column name -> value text (`null` for nulls).
+pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    use arrow::array::Array;
+    let file = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("a Parquet file")
+        .build()
+        .expect("a Parquet reader");
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("a readable batch");
+        for row in 0..batch.num_rows() {
+            let mut out = std::collections::BTreeMap::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                // Zoned timestamps print as UTC without the zone (no time zone database here).
+                let column = match column.data_type() {
+                    arrow::datatypes::DataType::Timestamp(unit, Some(_)) => arrow::compute::cast(
+                        column,
+                        &arrow::datatypes::DataType::Timestamp(*unit, None),
+                    )
+                    .expect("a timestamp casts to a naive one"),
+                    _ => column.clone(),
+                };
+                let text = if column.is_null(row) {
+                    "null".to_string()
+                } else {
+                    arrow::util::display::array_value_to_string(&column, row)
+                        .expect("a displayable value")
+                };
+                out.insert(field.name().clone(), text);
+            }
+            rows.push(out);
+        }
+    }
+    rows
+}
