@@ -1,125 +1,141 @@
-//! `ftab-bench`: end-to-end ingest benchmark. Generates feature data (a string key over
-//! many entities, a timestamp and five numeric features), pushes it through a real
-//! scheduler over Flight on loopback, and prints seconds and rows/s for upload+staging,
-//! the offline commit and the online load, and the process's peak memory.
+//! `ftab-bench`: end-to-end benchmarks with their own data generator. Each runs a real
+//! scheduler (embedded Ballista cluster, local object store, embedded online store) in this
+//! process and talks to it over Flight on loopback, like any client; figures are printed as
+//! a table, never asserted.
 //!
-//! Run a release build: `cargo run --release -p ftab-bench -- --rows 10000000 --keys 1000000`.
-//! Figures go to docs/benchmarks.md; nothing is asserted.
+//! - `ftab-bench ingest`: one ingest of N rows (string key, timestamp, five features):
+//!   upload + staging, the offline commit, the online load.
+//! - `ftab-bench training-set`: two tables of N rows each (four ingests with re-sent rows),
+//!   then a training set over a spine of M rows: planning, computing, the Flight transfer.
+//!
+//! Run release builds only: `cargo run --release -p ftab-bench -- ingest` (or
+//! `training-set`); `--help` shows the sizes. Figures go to docs/benchmarks.md.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+mod data;
+mod ingest;
+mod training_set;
 
-use anyhow::{Context, bail};
-use arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use clap::Parser;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
 use ftab_client::FtabClient;
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::protocol::{ApplyRequest, IngestCommand, JobState, StepState, WorkspaceKind};
+use ftab_core::names::WorkspaceName;
+use ftab_core::protocol::{ApplyRequest, WorkspaceKind};
 use ftab_core::repository::RepositoryFile;
 use ftab_scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "ftab-bench", about = "End-to-end ingest benchmark")]
+#[command(name = "ftab-bench", about = "ftab end-to-end benchmarks")]
 struct Args {
-    /// Rows to ingest.
-    #[arg(long, default_value_t = 10_000_000)]
-    rows: u64,
-    /// Distinct entity keys.
-    #[arg(long, default_value_t = 1_000_000)]
-    keys: u64,
-    /// Rows per generated batch.
-    #[arg(long, default_value_t = 65_536)]
-    batch_rows: usize,
+    #[command(subcommand)]
+    bench: Bench,
 }
 
-const REPOSITORY: &str = r#"
-[[entity]]
-name = "user"
-join_keys = ["user_id"]
-
-[[feature_table]]
-name = "bench"
-entities = ["user"]
-timestamp_field = "timestamp"
-online = true
-offline = true
-ttl = "365d"
-schema = [
-  { name = "user_id", type = "string" },
-  { name = "timestamp", type = "timestamp" },
-  { name = "f1", type = "float64" },
-  { name = "f2", type = "float64" },
-  { name = "f3", type = "float64" },
-  { name = "f4", type = "int64" },
-  { name = "f5", type = "int64" },
-]
-"#;
-
-/// Deterministic rows: row i has key i % keys and a timestamp spread over 30 days.
-fn generate(rows: u64, keys: u64, batch_rows: usize) -> impl Iterator<Item = RecordBatch> {
-    let now = chrono::Utc::now().timestamp_micros();
-    let span = 30 * 86_400_000_000i64;
-    (0..rows).step_by(batch_rows).map(move |start| {
-        let end = (start + batch_rows as u64).min(rows);
-        let ids: Vec<u64> = (start..end).collect();
-        let columns: Vec<(&str, ArrayRef)> = vec![
-            (
-                "user_id",
-                Arc::new(StringArray::from_iter_values(
-                    ids.iter().map(|i| format!("user_{}", i % keys)),
-                )),
-            ),
-            (
-                "timestamp",
-                Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(ids.iter().map(|i| {
-                        now - span + (i.wrapping_mul(2_654_435_761) % span as u64) as i64
-                    }))
-                    .with_timezone("UTC"),
-                ),
-            ),
-            (
-                "f1",
-                Arc::new(Float64Array::from_iter_values(
-                    ids.iter().map(|i| *i as f64 * 0.5),
-                )),
-            ),
-            (
-                "f2",
-                Arc::new(Float64Array::from_iter_values(
-                    ids.iter().map(|i| (*i % 97) as f64),
-                )),
-            ),
-            (
-                "f3",
-                Arc::new(Float64Array::from_iter_values(
-                    ids.iter().map(|i| (*i % 1013) as f64 / 7.0),
-                )),
-            ),
-            (
-                "f4",
-                Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| *i as i64))),
-            ),
-            (
-                "f5",
-                Arc::new(Int64Array::from_iter_values(
-                    ids.iter().map(|i| (*i % 7) as i64),
-                )),
-            ),
-        ];
-        RecordBatch::try_from_iter(columns).expect("generated columns line up")
-    })
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// One large ingest: upload + staging, offline commit, online load.
+    Ingest(ingest::IngestArgs),
+    /// A point-in-time training set over two large tables.
+    TrainingSet(training_set::TrainingSetArgs),
 }
 
-/// Peak resident memory of this process (Linux), in MiB.
-fn peak_memory_mib() -> Option<f64> {
+/// A scheduler running in this process, and a client of it.
+pub struct Running {
+    pub client: FtabClient,
+    pub url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = SchedulerConfig {
+            data_dir: dir.path().join("data"),
+            flight_addr: "127.0.0.1:0".parse()?,
+            log: "warn".into(),
+            ..SchedulerConfig::default()
+        };
+        let scheduler = Scheduler::open(config).await?;
+        let listener = scheduler.bind().await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(scheduler.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let client = FtabClient::connect(&url).await?;
+        Ok(Self {
+            client,
+            url,
+            stop,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// Create a live workspace `bench` with `repository` applied.
+    pub async fn workspace(&mut self, repository: &str) -> anyhow::Result<WorkspaceName> {
+        let workspace = WorkspaceName::new("bench")?;
+        self.client
+            .create_workspace(workspace.clone(), WorkspaceKind::Live)
+            .await?;
+        self.client
+            .apply(ApplyRequest {
+                workspace: workspace.clone(),
+                files: vec![RepositoryFile {
+                    path: "bench.toml".into(),
+                    content: repository.into(),
+                }],
+                force: false,
+                expected_version: None,
+            })
+            .await?;
+        Ok(workspace)
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
+/// Peak resident memory of this process since the last [`reset_peak_memory`] (Linux), in
+/// MiB.
+pub fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Start measuring peak memory afresh (Linux: `echo 5 > /proc/self/clear_refs`).
+pub fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub fn memory_text() -> String {
+    peak_memory_mib()
+        .map(|m| format!("{m:.0} MiB"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn rate(rows: u64, d: Duration) -> f64 {
+    rows as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// One line of a figures table.
+pub fn row(stage: &str, d: Duration, rows: u64) {
+    println!(
+        "{stage:<34} {:>9.2} {rows:>13} {:>13.0}",
+        d.as_secs_f64(),
+        rate(rows, d)
+    );
+}
+
+pub fn header() {
+    println!("{:<34} {:>9} {:>13} {:>13}", "stage", "seconds", "rows", "rows/s");
 }
 
 #[tokio::main]
@@ -128,107 +144,8 @@ async fn main() -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; figures are only meaningful with --release");
     }
-    let dir = tempfile::tempdir()?;
-    let config = SchedulerConfig {
-        data_dir: dir.path().join("data"),
-        flight_addr: "127.0.0.1:0".parse()?,
-        log: "warn".into(),
-        ..SchedulerConfig::default()
-    };
-    let scheduler = Scheduler::open(config).await?;
-    let listener = scheduler.bind().await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(scheduler.serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut client = FtabClient::connect(&url).await?;
-    let workspace = WorkspaceName::new("bench")?;
-    client
-        .create_workspace(workspace.clone(), WorkspaceKind::Live)
-        .await?;
-    client
-        .apply(ApplyRequest {
-            workspace: workspace.clone(),
-            files: vec![RepositoryFile {
-                path: "bench.toml".into(),
-                content: REPOSITORY.into(),
-            }],
-            force: false,
-            expected_version: None,
-        })
-        .await?;
-
-    eprintln!("ingesting {} rows over {} keys ...", args.rows, args.keys);
-    let batches = generate(args.rows, args.keys, args.batch_rows).map(Ok);
-    let started = Instant::now();
-    let result = client
-        .ingest(
-            IngestCommand {
-                workspace,
-                table: TableName::new("bench")?,
-                idempotency_key: None,
-                drop_extra_columns: false,
-            },
-            Box::new(batches),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await
-        .context("ingest")?;
-    let staged = started.elapsed();
-
-    // Follow the job's steps to time each one.
-    let job_started = Instant::now();
-    let mut offline_done = None;
-    let job = loop {
-        let job = client.job(result.job_id).await?;
-        if offline_done.is_none() && job.steps.get("offline_commit") == Some(&StepState::Done) {
-            offline_done = Some(job_started.elapsed());
-        }
-        if job.state.is_final() {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let total = job_started.elapsed();
-    if job.state != JobState::Succeeded {
-        bail!("the ingest job ended {:?}: {:?}", job.state, job.last_error);
+    match args.bench {
+        Bench::Ingest(args) => ingest::run(args).await,
+        Bench::TrainingSet(args) => training_set::run(args).await,
     }
-    let offline = offline_done.unwrap_or(total);
-    let online = total.saturating_sub(offline);
-    let _ = stop.send(());
-    server.await??;
-
-    let rate = |rows: u64, d: Duration| rows as f64 / d.as_secs_f64().max(1e-9);
-    let c = &job.counts;
-    println!(
-        "ftab ingest benchmark: {} rows, {} keys, 5 features",
-        args.rows, args.keys
-    );
-    println!(
-        "{:<28} {:>10} {:>14} {:>14}",
-        "stage", "seconds", "rows", "rows/s"
-    );
-    for (stage, d, rows) in [
-        ("upload + validate + stage", staged, c.rows_received),
-        ("offline commit (Delta)", offline, c.offline_rows_committed),
-        ("online load (embedded)", online, c.online_rows_written),
-        ("ingest end to end", staged + total, c.rows_received),
-    ] {
-        println!(
-            "{stage:<28} {:>10.2} {rows:>14} {:>14.0}",
-            d.as_secs_f64(),
-            rate(rows, d)
-        );
-    }
-    println!(
-        "in-ingest duplicates dropped: {}; online skipped as older: {}; peak memory: {}",
-        c.duplicates_dropped,
-        c.online_skipped_older,
-        peak_memory_mib()
-            .map(|m| format!("{m:.0} MiB"))
-            .unwrap_or_else(|| "unknown".into())
-    );
-    Ok(())
 }
