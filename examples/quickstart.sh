@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ftab quickstart on the embedded defaults: build, start ftab-scheduler (data in ./ftab-data,
 # Flight on 127.0.0.1:50051), create a live workspace, apply the example feature repository,
-# ingest generated login counts, wait for materialization, then show an online record and
-# the offline table. Every step is a plain `ftab` command, printed before it runs.
+# ingest generated login counts, wait for materialization, show an online record and the
+# offline table, then pull a point-in-time training set. Every step is a plain `ftab`
+# command, printed before it runs.
 #
 # Environment (all optional):
 #   FTAB_DATA_DIR     data directory            (default ./ftab-data)
@@ -90,7 +91,24 @@ run ingest --workspace "$workspace" --table user_login_counts "$csv" --wait
 run get --workspace "$workspace" --table user_login_counts --key user_id=user_1
 run jobs list --workspace "$workspace"
 run tables describe user_login_counts --workspace "$workspace"
+
+# A spine: which users (and merchants) we want features for, and when (two and a half days
+# ago, and now; user_99 has no data, nor has any merchant). Each row gets the values that
+# were current at its time.
+spine="$data/spine.csv"
+{
+  echo "user_id,merchant_id,timestamp,label"
+  t=$(date -u -d "@$(( now - 5 * 43200 ))" +%Y-%m-%dT%H:%M:%SZ)
+  echo "user_1,m1,$t,0"
+  echo "user_2,m1,$t,1"
+  echo "user_1,m2,$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ),1"
+  echo "user_99,m1,$t,0"
+} > "$spine"
+echo
+echo "==> a spine of 4 rows in $spine"
+out="${FTAB_DATA_DIR:-ftab-data}/training_set.parquet"
+run training-set --workspace "$workspace" --service fraud_detection --spine "$spine" --out "$out"
 rm -rf "$data"
 echo
 echo "==> done: workspace '$workspace' holds the example definitions and the ingested values"
-echo "    (offline: the Delta table named above; online: ftab get)."
+echo "    (offline: the Delta table named above; online: ftab get; the training set: $out)."

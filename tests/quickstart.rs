@@ -1,5 +1,6 @@
 //! The README's quickstart script, run twice on a fresh data directory: it must work the
-//! first time (apply, ingest, online record, offline table) and be safe to run again.
+//! first time (apply, ingest, online record, offline table, training set) and be safe to
+//! run again.
 
 use std::process::Command;
 
@@ -39,6 +40,9 @@ fn quickstart_applies_the_example_and_can_run_again() {
         "$ ftab get --workspace quickstart --table user_login_counts --key user_id=user_1",
         "user_login_count_7d      99",
         "offline data:    80 rows in",
+        "$ ftab training-set --workspace quickstart --service fraud_detection",
+        "Wrote 4 rows to",
+        "user_login_counts: Delta version",
         "==> done",
         "ftab-scheduler stopped",
     ] {

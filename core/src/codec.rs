@@ -97,3 +97,125 @@ pub fn physical_codec() -> Arc<dyn PhysicalExtensionCodec> {
         Arc::new(FtabCodec),
     ]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::physical_plan::displayable;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+
+    use crate::online::OnlineTable;
+
+    fn empty(fields: &[(&str, DataType)]) -> Arc<dyn ExecutionPlan> {
+        let schema = Schema::new(
+            fields
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        Arc::new(EmptyExec::new(Arc::new(schema)))
+    }
+
+    fn round_trip(plan: Arc<dyn ExecutionPlan>) {
+        let codec = physical_codec();
+        let node = PhysicalPlanNode::try_from_physical_plan(plan.clone(), codec.as_ref()).unwrap();
+        let ctx = SessionContext::new();
+        let decoded = node
+            .try_into_physical_plan(&ctx.task_ctx(), codec.as_ref())
+            .unwrap();
+        assert_eq!(
+            displayable(decoded.as_ref()).indent(true).to_string(),
+            displayable(plan.as_ref()).indent(true).to_string()
+        );
+    }
+
+    #[test]
+    fn ftab_nodes_survive_the_trip_to_an_executor() {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let spine = empty(&[("k", DataType::Utf8), ("t", ts.clone())]);
+        let features = empty(&[
+            ("fk", DataType::Utf8),
+            ("ft", ts.clone()),
+            ("_seq", DataType::Int64),
+            ("v", DataType::Float64),
+        ]);
+        round_trip(Arc::new(
+            AsOfJoinExec::try_new(
+                spine,
+                features,
+                AsOfJoinSpec {
+                    table: "t".into(),
+                    keys: vec![("k".into(), "fk".into())],
+                    spine_time: "t".into(),
+                    feature_time: "ft".into(),
+                    feature_seq: "_seq".into(),
+                    ttl_micros: Some(5),
+                    outputs: vec![("v".into(), "t__v".into())],
+                },
+            )
+            .unwrap(),
+        ));
+
+        let staged = empty(&[
+            ("k", DataType::Utf8),
+            ("t", ts.clone()),
+            ("v", DataType::Float64),
+            ("_row", DataType::Int64),
+        ]);
+        round_trip(Arc::new(
+            IngestWriteExec::try_new(
+                staged,
+                IngestWriteSpec {
+                    table: "t".into(),
+                    keys: vec!["k".into()],
+                    timestamp: "t".into(),
+                    columns: vec!["k".into(), "t".into(), "v".into()],
+                    offline_table: Some("file:///data/offline/w/t/g1/".into()),
+                    latest_directory: None,
+                    seq: 3,
+                    ingested_at_micros: 9,
+                },
+            )
+            .unwrap(),
+        ));
+
+        let latest = empty(&[("k", DataType::Utf8), ("t", ts), ("v", DataType::Float64)]);
+        round_trip(Arc::new(
+            OnlineLoadExec::try_new(
+                latest,
+                OnlineLoadSpec {
+                    table: OnlineTable {
+                        workspace: crate::names::WorkspaceName::new("w").unwrap(),
+                        table: crate::names::TableName::new("t").unwrap(),
+                        generation: 1,
+                        keys: vec![("k".into(), crate::definitions::ValueType::String)],
+                        features: vec![("v".into(), crate::definitions::ValueType::Float64)],
+                        timestamp_field: "t".into(),
+                        ttl_micros: None,
+                    },
+                    seq: 3,
+                    now_micros: 10,
+                },
+            )
+            .unwrap(),
+        ));
+    }
+
+    #[test]
+    fn foreign_nodes_are_not_mistaken_for_ftab_nodes() {
+        let ctx = SessionContext::new();
+        let err = FtabCodec
+            .try_decode(
+                b"\x0a\x03abc",
+                &[],
+                &ctx.task_ctx(),
+                &datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {},
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("not an ftab plan node"), "{err}");
+    }
+}

@@ -20,10 +20,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
-use datafusion::arrow::compute::{SortOptions, concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{SortOptions, concat_batches, interleave_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -312,6 +312,16 @@ pub(crate) fn store_for(
     Ok((store, path))
 }
 
+/// The last row of a batch, with its key in row format and its timestamp.
+struct Held {
+    row: RecordBatch,
+    key: datafusion::arrow::row::OwnedRow,
+    time: i64,
+}
+
+/// Survivors are handed to the Delta writer in batches of about this many rows.
+const WRITE_BATCH_ROWS: usize = 64 * 1024;
+
 /// The writer of one partition.
 struct PartitionWriter {
     key_indices: Vec<usize>,
@@ -326,8 +336,11 @@ struct PartitionWriter {
     offline_schema: Option<SchemaRef>,
     latest: Option<(Arc<dyn ObjectStore>, Path)>,
     latest_writer: Option<AsyncArrowWriter<BufWriter>>,
-    /// The last row seen: its group may continue in the next batch.
-    held: Option<RecordBatch>,
+    /// The last row seen: its groups may continue in the next batch.
+    held: Option<Held>,
+    /// Survivors not yet handed to the Delta writer.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     rows: u64,
     /// Rows left after dropping in-ingest duplicates of (keys, timestamp).
     unique_rows: u64,
@@ -404,6 +417,8 @@ impl PartitionWriter {
             latest,
             latest_writer: None,
             held: None,
+            pending: Vec::new(),
+            pending_rows: 0,
             rows: 0,
             unique_rows: 0,
             latest_rows: 0,
@@ -415,12 +430,15 @@ impl PartitionWriter {
             let batch = batch?;
             self.rows += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
-                self.push(batch, false).await?;
+                self.push(&batch).await?;
             }
         }
+        // The last row of the partition ends every group it is in.
         if let Some(held) = self.held.take() {
-            self.push(held, true).await?;
+            self.unique_rows += 1;
+            self.emit(&held.row, &held.row, &[(0, 0)], &[(0, 0)]).await?;
         }
+        self.flush_offline().await?;
         let adds = match self.offline.take() {
             Some(writer) => writer
                 .close()
@@ -444,21 +462,11 @@ impl PartitionWriter {
         )?)
     }
 
-    /// Decide every row of `batch` (after the held row) whose group is known to end; hold
-    /// the last row back unless this is the end of the input.
-    async fn push(&mut self, batch: RecordBatch, last: bool) -> Result<()> {
-        let batch = match self.held.take() {
-            Some(held) => concat_batches(&batch.schema(), [&held, &batch])?,
-            None => batch,
-        };
+    /// Decide every row whose groups are known to end: the row held from the batch before
+    /// and all rows of `batch` but its last, which is held until the next batch shows
+    /// whether its groups go on.
+    async fn push(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
-        let decided = if last { n } else { n - 1 };
-        if !last {
-            self.held = Some(batch.slice(n - 1, 1));
-        }
-        if decided == 0 {
-            return Ok(());
-        }
         let keys: Vec<ArrayRef> = self
             .key_indices
             .iter()
@@ -468,33 +476,78 @@ impl PartitionWriter {
         let times = batch
             .column(self.timestamp_index)
             .as_primitive::<TimestampMicrosecondType>();
-        // Row i ends its key group if row i + 1 has other keys; it ends its (keys,
-        // timestamp) group if, in addition, row i + 1 has another timestamp.
-        let mut last_of_key = Vec::with_capacity(decided);
-        let mut last_of_time = Vec::with_capacity(decided);
-        for i in 0..decided {
-            if i + 1 == n {
-                last_of_key.push(true);
-                last_of_time.push(true);
-            } else {
-                let other_key = rows.row(i) != rows.row(i + 1);
-                last_of_key.push(other_key);
-                last_of_time.push(other_key || times.value(i) != times.value(i + 1));
+        // A row ends its key group if the next row has other keys; it ends its (keys,
+        // timestamp) group if the next row has other keys or another timestamp. Rows are
+        // named (source, row): source 0 is the held row, 1 this batch.
+        let mut survivors: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let mut latest: Vec<(usize, usize)> = Vec::new();
+        if let Some(held) = &self.held {
+            let other_key = held.key.row() != rows.row(0);
+            if other_key || held.time != times.value(0) {
+                survivors.push((0, 0));
+            }
+            if other_key {
+                latest.push((0, 0));
             }
         }
-        let decided_rows = batch.slice(0, decided);
-        let columns = decided_rows.project(&self.column_indices)?;
-        self.unique_rows += last_of_time.iter().filter(|last| **last).count() as u64;
-        if self.offline.is_some() {
-            let survivors = filter_record_batch(&columns, &BooleanArray::from(last_of_time))?;
-            self.write_offline(survivors).await?;
+        for i in 0..n - 1 {
+            let other_key = rows.row(i) != rows.row(i + 1);
+            if other_key || times.value(i) != times.value(i + 1) {
+                survivors.push((1, i));
+            }
+            if other_key {
+                latest.push((1, i));
+            }
         }
-        if self.latest.is_some() {
-            let latest = filter_record_batch(&columns, &BooleanArray::from(last_of_key))?;
-            self.latest_rows += latest.num_rows() as u64;
-            self.write_latest(latest).await?;
+        self.unique_rows += survivors.len() as u64;
+        let held = self.held.replace(Held {
+            row: batch.slice(n - 1, 1),
+            key: rows.row(n - 1).owned(),
+            time: times.value(n - 1),
+        });
+        let first = held.as_ref().map_or(batch, |h| &h.row);
+        self.emit(first, batch, &survivors, &latest).await
+    }
+
+    /// Write the chosen rows of `held` (source 0) and `batch` (source 1).
+    async fn emit(
+        &mut self,
+        held: &RecordBatch,
+        batch: &RecordBatch,
+        survivors: &[(usize, usize)],
+        latest: &[(usize, usize)],
+    ) -> Result<()> {
+        let sources = [
+            held.project(&self.column_indices)?,
+            batch.project(&self.column_indices)?,
+        ];
+        let sources = [&sources[0], &sources[1]];
+        if self.offline.is_some() && !survivors.is_empty() {
+            let rows = interleave_record_batch(&sources, survivors)?;
+            self.pending_rows += rows.num_rows();
+            self.pending.push(rows);
+            if self.pending_rows >= WRITE_BATCH_ROWS {
+                self.flush_offline().await?;
+            }
+        }
+        if self.latest.is_some() && !latest.is_empty() {
+            let rows = interleave_record_batch(&sources, latest)?;
+            self.latest_rows += rows.num_rows() as u64;
+            self.write_latest(rows).await?;
         }
         Ok(())
+    }
+
+    /// Write the survivors gathered so far as one batch (the Delta writer splits each batch
+    /// by date, so larger batches mean fewer, larger writes).
+    async fn flush_offline(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let rows = concat_batches(&pending[0].schema(), &pending)?;
+        self.write_offline(rows).await
     }
 
     async fn write_offline(&mut self, rows: RecordBatch) -> Result<()> {
@@ -669,16 +722,36 @@ impl ExecutionPlan for OnlineLoadExec {
         let spec = self.spec.clone();
         let load = async move {
             let mut counts = WriteCounts::default();
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                if batch.num_rows() == 0 {
+            // Rows go to the store in batches of WRITE_BATCH_ROWS: each write is one
+            // transaction of the store.
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut pending_rows = 0;
+            loop {
+                let next = input.next().await.transpose()?;
+                if let Some(batch) = &next
+                    && batch.num_rows() > 0
+                {
+                    pending_rows += batch.num_rows();
+                    pending.push(batch.clone());
+                }
+                let done = next.is_none();
+                if pending.is_empty() || (!done && pending_rows < WRITE_BATCH_ROWS) {
+                    if done {
+                        break;
+                    }
                     continue;
                 }
+                let batch = concat_batches(&pending[0].schema(), &pending)?;
+                pending.clear();
+                pending_rows = 0;
                 counts += store
                     .0
                     .write_latest(&spec.table, &batch, spec.seq, spec.now_micros)
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                if done {
+                    break;
+                }
             }
             Ok(RecordBatch::try_new(
                 online_load_output_schema(),
@@ -729,4 +802,142 @@ pub fn collect_adds(batches: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Ad
         }
     }
     Ok(adds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::StringArray as Strings;
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+    use object_store::memory::InMemory;
+
+    /// Sorted input rows: (key, timestamp, _row, value).
+    const ROWS: &[(&str, i64, i64, i64)] = &[
+        ("a", 1, 0, 10),
+        ("a", 1, 1, 11), // same key and time, later row: wins
+        ("a", 2, 2, 12),
+        ("b", 1, 3, 13),
+        ("b", 1, 4, 14), // wins
+        ("c", 5, 5, 15),
+    ];
+
+    fn input(batch_rows: usize) -> Arc<dyn ExecutionPlan> {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(Strings::from_iter_values(ROWS.iter().map(|r| r.0))) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(ROWS.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+            ),
+            (
+                ROW_COLUMN,
+                Arc::new(Int64Array::from_iter_values(ROWS.iter().map(|r| r.2))),
+            ),
+            (
+                "v",
+                Arc::new(Int64Array::from_iter_values(ROWS.iter().map(|r| r.3))),
+            ),
+        ])
+        .unwrap();
+        let batches: Vec<RecordBatch> = (0..batch.num_rows())
+            .step_by(batch_rows)
+            .map(|s| batch.slice(s, batch_rows.min(batch.num_rows() - s)))
+            .collect();
+        MemorySourceConfig::try_new_exec(&[batches], batch.schema(), None).unwrap()
+    }
+
+    /// (k, v) of the Parquet file at `memory:///<path>`, sorted.
+    async fn values(ctx: &SessionContext, path: &Path) -> Vec<(String, i64)> {
+        let batches = ctx
+            .read_parquet(format!("memory:///{path}"), Default::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for batch in batches {
+            let keys = datafusion::arrow::compute::cast(
+                batch.column_by_name("k").unwrap(),
+                &DataType::Utf8,
+            )
+            .unwrap();
+            let keys = keys.as_string::<i32>();
+            let values = batch
+                .column_by_name("v")
+                .unwrap()
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone();
+            for i in 0..batch.num_rows() {
+                out.push((keys.value(i).to_string(), values.value(i)));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn dedupes_and_picks_the_latest_across_batch_boundaries() {
+        for batch_rows in 1..=ROWS.len() {
+            let ctx = SessionContext::new();
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let url = Url::parse("memory://").unwrap();
+            ctx.register_object_store(&url, store.clone());
+            let spec = IngestWriteSpec {
+                table: "t".into(),
+                keys: vec!["k".into()],
+                timestamp: "ts".into(),
+                columns: vec!["k".into(), "ts".into(), "v".into()],
+                offline_table: Some("memory:///offline/t/".into()),
+                latest_directory: Some("memory:///latest/".into()),
+                seq: 7,
+                ingested_at_micros: 1,
+            };
+            let exec = Arc::new(IngestWriteExec::try_new(input(batch_rows), spec).unwrap());
+            let out = collect(exec, ctx.task_ctx()).await.unwrap();
+            assert_eq!(sum_column(&out, "rows").unwrap(), 6);
+            assert_eq!(sum_column(&out, "unique_rows").unwrap(), 4, "batches of {batch_rows}");
+            assert_eq!(sum_column(&out, "latest_rows").unwrap(), 3);
+
+            let adds = collect_adds(&out).unwrap();
+            let mut offline = Vec::new();
+            for add in &adds {
+                assert!(add.path.starts_with("_date=1970-01-01/"), "{}", add.path);
+                assert!(add.stats.as_deref().unwrap_or("").contains("\"numRecords\""));
+                let path = Path::from(format!("offline/t/{}", add.path));
+                offline.extend(values(&ctx, &path).await);
+            }
+            offline.sort();
+            assert_eq!(
+                offline,
+                vec![("a".into(), 11), ("a".into(), 12), ("b".into(), 14), ("c".into(), 15)],
+                "batches of {batch_rows}"
+            );
+            let latest_files: Vec<Path> = futures::TryStreamExt::try_collect::<Vec<_>>(
+                store.list(Some(&Path::from("latest"))),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.location)
+            .collect();
+            let mut latest = Vec::new();
+            for path in &latest_files {
+                latest.extend(values(&ctx, path).await);
+            }
+            latest.sort();
+            assert_eq!(
+                latest,
+                vec![("a".into(), 12), ("b".into(), 14), ("c".into(), 15)],
+                "batches of {batch_rows}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! Projection (spine columns, then <table>__<feature>...)
 //!   AsOfJoin(table 2)
 //!     AsOfJoin(table 1)
-//!       spine scan + __ftab_time, __ftab_j<j>_<i> (time and keys in the tables' types)
+//!       spine scan + __ftab_time, __ftab_key<n> (time and keys in the tables' types)
 //!       table 1 scan (pruned files; timestamp filter) -> keys, timestamp, _seq, features
 //!     table 2 scan ...
 //! ```
@@ -75,8 +75,25 @@ fn micros(value: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(value), Some("UTC".into())))
 }
 
-fn key_column(table_index: usize, key_index: usize) -> String {
-    format!("{INTERNAL_PREFIX}j{table_index}_{key_index}")
+/// The internal columns holding spine keys cast to the tables' key types: one per
+/// (spine column, type), shared by every table that joins on it, so a join on the same keys
+/// as the one before finds the spine already partitioned and sorted by them.
+struct KeyColumns {
+    columns: Vec<(String, DataType)>,
+}
+
+impl KeyColumns {
+    fn name(&mut self, spine_column: &str, key_type: &DataType) -> (String, bool) {
+        let wanted = (spine_column.to_string(), key_type.clone());
+        let (index, new) = match self.columns.iter().position(|c| *c == wanted) {
+            Some(index) => (index, false),
+            None => {
+                self.columns.push(wanted);
+                (self.columns.len() - 1, true)
+            }
+        };
+        (format!("{INTERNAL_PREFIX}key{index}"), new)
+    }
 }
 
 fn read_options(schema: &Schema) -> ParquetReadOptions<'_> {
@@ -116,11 +133,21 @@ pub async fn build(
         .map(|f| column(f.name()))
         .collect();
     exprs.push(cast(column(&spine.time_column), utc_micros()).alias(TIME));
-    for (j, table) in tables.iter().enumerate() {
-        for (i, (spine_column, table_column)) in table.keys.iter().enumerate() {
+    let mut key_columns = KeyColumns {
+        columns: Vec::new(),
+    };
+    let mut join_keys: Vec<Vec<String>> = Vec::new();
+    for table in &tables {
+        let mut names = Vec::new();
+        for (spine_column, table_column) in &table.keys {
             let key_type = table.schema.field_with_name(table_column)?.data_type().clone();
-            exprs.push(cast(column(spine_column), key_type).alias(key_column(j, i)));
+            let (name, new) = key_columns.name(spine_column, &key_type);
+            if new {
+                exprs.push(cast(column(spine_column), key_type).alias(name.clone()));
+            }
+            names.push(name);
         }
+        join_keys.push(names);
     }
     let spine_df = ctx
         .read_parquet(spine.files.clone(), read_options(&spine.schema))
@@ -159,11 +186,10 @@ pub async fn build(
         };
         let spec = AsOfJoinSpec {
             table: table.table.clone(),
-            keys: table
-                .keys
+            keys: join_keys[j]
                 .iter()
-                .enumerate()
-                .map(|(i, (_, k))| (key_column(j, i), k.clone()))
+                .zip(&table.keys)
+                .map(|(internal, (_, k))| (internal.clone(), k.clone()))
                 .collect(),
             spine_time: TIME.to_string(),
             feature_time: table.timestamp.clone(),
