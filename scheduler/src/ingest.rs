@@ -226,6 +226,7 @@ impl Ingests {
     ) -> Result<AsyncArrowWriter<BufWriter>> {
         let properties = WriterProperties::builder()
             .set_compression(Compression::LZ4_RAW)
+            .set_dictionary_enabled(false)
             .set_max_row_group_row_count(Some(STAGING_ROW_GROUP_ROWS))
             .build();
         let path = prefix.clone().join("part-00000.parquet");

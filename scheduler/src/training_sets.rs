@@ -192,6 +192,7 @@ impl TrainingSets {
                     }
                     let properties = WriterProperties::builder()
                         .set_compression(Compression::LZ4_RAW)
+                        .set_dictionary_enabled(false)
                         .set_max_row_group_row_count(Some(SPINE_ROW_GROUP_ROWS))
                         .build();
                     writer.insert(

@@ -361,10 +361,25 @@ impl PartitionWriter {
                 let (store, path) = store_for(context, url)?;
                 let table_store: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store, path));
                 let schema = offline_table_schema(&table_columns);
-                let properties = WriterProperties::builder()
+                // Dictionary encoding only for non-key text columns (categorical features):
+                // keys and numbers rarely repeat enough to pay for it, and trying costs
+                // about half of the write time (docs/offline-store.md).
+                let mut properties = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
-                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                    .build();
+                    .set_dictionary_enabled(false)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+                for field in table_columns.fields() {
+                    let text = matches!(field.data_type(), DataType::Utf8 | DataType::Binary);
+                    if text && !exec.spec.keys.contains(field.name()) {
+                        properties = properties.set_column_dictionary_enabled(
+                            datafusion::parquet::schema::types::ColumnPath::from(
+                                field.name().as_str(),
+                            ),
+                            true,
+                        );
+                    }
+                }
+                let properties = properties.build();
                 let config = deltalake::datafile::writer::WriterConfig::new(
                     schema.clone(),
                     vec![DATE_COLUMN.to_string()],
@@ -426,13 +441,22 @@ impl PartitionWriter {
     }
 
     async fn run(mut self, mut input: SendableRecordBatchStream) -> Result<RecordBatch> {
-        while let Some(batch) = input.next().await {
+        let started = std::time::Instant::now();
+        let mut waiting = std::time::Duration::ZERO;
+        loop {
+            let asked = std::time::Instant::now();
+            let Some(batch) = input.next().await else {
+                waiting += asked.elapsed();
+                break;
+            };
+            waiting += asked.elapsed();
             let batch = batch?;
             self.rows += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
                 self.push(&batch).await?;
             }
         }
+        let pushed = started.elapsed();
         // The last row of the partition ends every group it is in.
         if let Some(held) = self.held.take() {
             self.unique_rows += 1;
@@ -449,6 +473,13 @@ impl PartitionWriter {
         if let Some(writer) = self.latest_writer.take() {
             writer.close().await?;
         }
+        tracing::debug!(
+            rows = self.rows,
+            waiting_for_input = ?waiting,
+            deciding_and_buffering = ?pushed.saturating_sub(waiting),
+            closing = ?started.elapsed().saturating_sub(pushed),
+            "ingest partition written"
+        );
         let adds = serde_json::to_string(&adds)
             .map_err(|e| DataFusionError::Internal(format!("cannot encode add actions: {e}")))?;
         Ok(RecordBatch::try_new(
@@ -590,6 +621,7 @@ impl PartitionWriter {
             let path = directory.join(format!("part-{}.parquet", uuid::Uuid::now_v7()));
             let properties = WriterProperties::builder()
                 .set_compression(Compression::LZ4_RAW)
+                .set_dictionary_enabled(false)
                 .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                 .build();
             self.latest_writer = Some(AsyncArrowWriter::try_new(

@@ -387,6 +387,8 @@ impl ExecutionPlan for AsOfJoinExec {
             schema: self.schema.clone(),
             null_columns,
             ready: VecDeque::new(),
+            started: std::time::Instant::now(),
+            waited: std::time::Duration::ZERO,
         };
         let stream = futures::stream::try_unfold(merge, |mut merge| async move {
             let next = merge.next_batch().await?;
@@ -441,6 +443,9 @@ struct Merge {
     null_columns: Vec<ArrayRef>,
     /// Output batches made but not yet returned.
     ready: VecDeque<RecordBatch>,
+    /// For the debug log: when the merge started, and how long it waited for its inputs.
+    started: std::time::Instant,
+    waited: std::time::Duration,
 }
 
 impl Merge {
@@ -449,7 +454,15 @@ impl Merge {
             if let Some(batch) = self.ready.pop_front() {
                 return Ok(Some(batch));
             }
-            let Some(spine) = self.spine.next().await.transpose()? else {
+            let asked = std::time::Instant::now();
+            let spine = self.spine.next().await.transpose()?;
+            self.waited += asked.elapsed();
+            let Some(spine) = spine else {
+                tracing::debug!(
+                    total = ?self.started.elapsed(),
+                    waiting_for_inputs = ?self.waited,
+                    "as-of join partition done"
+                );
                 return Ok(None);
             };
             if spine.num_rows() > 0 {
@@ -477,7 +490,10 @@ impl Merge {
             if self.features_done {
                 return Ok(None);
             }
-            match self.features.next().await.transpose()? {
+            let asked = std::time::Instant::now();
+            let next = self.features.next().await.transpose()?;
+            self.waited += asked.elapsed();
+            match next {
                 Some(batch) if batch.num_rows() == 0 => {}
                 Some(batch) => {
                     let keys: Vec<ArrayRef> = self
