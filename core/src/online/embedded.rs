@@ -107,7 +107,9 @@ impl OnlineStore for EmbeddedStore {
         now_micros: i64,
     ) -> BoxFuture<'a, Result<WriteCounts, OnlineError>> {
         async move {
+            let started = std::time::Instant::now();
             let (encoded, expired) = Self::encode_rows(table, rows, seq, now_micros)?;
+            let encoding = started.elapsed();
             let db = self.db.clone();
             let namespace = table.namespace();
             let mut counts =
@@ -118,19 +120,21 @@ impl OnlineStore for EmbeddedStore {
                     {
                         let mut records = txn.open_table(definition).map_err(store_error)?;
                         for (key, record) in &encoded {
-                            let newer = match records.get(key.as_slice()).map_err(store_error)? {
-                                Some(stored) => {
-                                    record_order(record)? > record_order(stored.value())?
+                            // Insert first and put the old record back in the rare case it
+                            // was newer: one tree walk for the usual newer write instead of
+                            // a read and a write. All inside one write transaction.
+                            let replaced = records
+                                .insert(key.as_slice(), record.as_slice())
+                                .map_err(store_error)?
+                                .map(|old| old.value().to_vec());
+                            match replaced {
+                                Some(old) if record_order(record)? <= record_order(&old)? => {
+                                    records
+                                        .insert(key.as_slice(), old.as_slice())
+                                        .map_err(store_error)?;
+                                    counts.skipped_older += 1;
                                 }
-                                None => true,
-                            };
-                            if newer {
-                                records
-                                    .insert(key.as_slice(), record.as_slice())
-                                    .map_err(store_error)?;
-                                counts.written += 1;
-                            } else {
-                                counts.skipped_older += 1;
+                                _ => counts.written += 1,
                             }
                         }
                     }
@@ -140,6 +144,12 @@ impl OnlineStore for EmbeddedStore {
                 .await
                 .map_err(|e| OnlineError::Store(format!("write task failed: {e}")))??;
             counts.skipped_expired = expired;
+            tracing::debug!(
+                rows = rows.num_rows(),
+                ?encoding,
+                writing = ?started.elapsed().saturating_sub(encoding),
+                "online rows written"
+            );
             Ok(counts)
         }
         .boxed()
