@@ -79,6 +79,9 @@ pub struct Cluster {
     config: SessionConfig,
     planner: Planner,
     parallelism: usize,
+    /// The in-process executor's id and work directory: its job results are read from
+    /// disk rather than over gRPC.
+    local: Option<Arc<(String, PathBuf)>>,
 }
 
 impl Cluster {
@@ -95,7 +98,10 @@ impl Cluster {
             .with_extension(Arc::new(OnlineStoreHandle(online)))
             .with_ballista_physical_extension_codec(physical_codec())
             .upgrade_for_ballista()
-            .ballista_restricted_configuration();
+            .ballista_restricted_configuration()
+            // Shuffle files stay on this machine: compressing them costs more CPU than
+            // it saves (measured in docs/benchmarks.md).
+            .set_str("ballista.shuffle.compression.codec", "none");
         let planner = Planner::new(config.clone(), runtime.clone());
 
         let session_runtime = runtime.clone();
@@ -155,6 +161,7 @@ impl Cluster {
             std::fs::remove_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
         }
         std::fs::create_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
+        let local_dir = work_dir.clone();
         let work_dir = work_dir.to_string_lossy().into_owned();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -163,8 +170,9 @@ impl Cluster {
             .local_addr()
             .map_err(|e| failed("executor", &e))?
             .port();
+        let executor_id = ballista_core::ids::new_instance_id();
         let registration = ExecutorRegistration {
-            id: ballista_core::ids::new_instance_id(),
+            id: executor_id.clone(),
             host: Some("127.0.0.1".into()),
             port: executor_port as u32,
             grpc_port: 0,
@@ -230,6 +238,7 @@ impl Cluster {
             config,
             planner,
             parallelism: settings.parallelism,
+            local: Some(Arc::new((executor_id, local_dir))),
         })
     }
 
@@ -267,6 +276,7 @@ impl Cluster {
             name: name.to_string(),
             schema,
             partitions,
+            local: self.local.clone(),
         })
     }
 }
@@ -286,6 +296,15 @@ pub struct BallistaJob {
     name: String,
     schema: datafusion::arrow::datatypes::SchemaRef,
     partitions: usize,
+    local: Option<Arc<(String, PathBuf)>>,
+}
+
+/// One output partition of a finished job: a file of this process's executor, or a stream
+/// from a remote one.
+pub enum PartitionData {
+    /// An Arrow IPC stream file.
+    File(PathBuf),
+    Stream(SendableRecordBatchStream),
 }
 
 /// Where each output partition of a finished job is, by partition number.
@@ -411,6 +430,31 @@ impl BallistaJob {
             )
             .await
             .map_err(|e| lost(&e))
+    }
+
+    /// One output partition: the file itself when the in-process executor holds it,
+    /// else a stream from the executor that does.
+    pub async fn open(&self, location: &PartitionLocation) -> Result<PartitionData> {
+        if let (Some(local), Some(executor), Some(partition)) = (
+            &self.local,
+            location.executor_meta.as_ref(),
+            location.partition_id.as_ref(),
+        ) && executor.id == local.0
+        {
+            let path = ballista_core::execution_plans::create_shuffle_path(
+                &local.1,
+                &self.job_id,
+                partition.stage_id as usize,
+                partition.partition_id as usize,
+                location.file_id,
+                location.is_sort_shuffle,
+            )
+            .map_err(|e| Error::Internal(format!("result partition path: {e}")))?;
+            if path.exists() {
+                return Ok(PartitionData::File(path));
+            }
+        }
+        Ok(PartitionData::Stream(Self::fetch(location).await?))
     }
 
     /// Wait for the job and read every output partition into memory: for jobs whose

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::ingest::Ingests;
 use crate::jobs::Jobs;
 use crate::online::OnlineReads;
+use crate::cluster::PartitionData;
 use crate::training_sets::{Started, TrainingSets};
 use crate::workspaces::Workspaces;
 
@@ -273,14 +274,18 @@ impl FlightService for FlightHandler {
                     "not a ticket from this server ({e}); tickets come from GetFlightInfo"
                 ))
             })?;
-        let batches = self.training_sets.partition(&ticket).await?;
-        let schema = batches.schema();
-        let batches = batches.map_err(|e| FlightError::ExternalError(Box::new(e)));
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(|e| Status::internal(format!("training set stream failed: {e}")));
-        Ok(Response::new(data.boxed()))
+        match self.training_sets.partition_data(&ticket).await? {
+            PartitionData::File(path) => Ok(Response::new(crate::ipc_file::flight_data(path))),
+            PartitionData::Stream(batches) => {
+                let schema = batches.schema();
+                let batches = batches.map_err(|e| FlightError::ExternalError(Box::new(e)));
+                let data = FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .build(batches)
+                    .map_err(|e| Status::internal(format!("training set stream failed: {e}")));
+                Ok(Response::new(data.boxed()))
+            }
+        }
     }
 
     async fn do_put(

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod ingest;
+pub mod ipc_file;
 pub mod jobs;
 pub mod online;
 pub mod training_sets;

@@ -47,7 +47,7 @@ use ftab_core::storage::{ObjectStorage, StorageLayout};
 use ftab_core::validate::compatible;
 
 use crate::catalog::{Catalog, SpineRecord, WorkspaceState};
-use crate::cluster::{BallistaJob, Cluster, Locations};
+use crate::cluster::{BallistaJob, Cluster, Locations, PartitionData};
 use crate::error::{Error, Result};
 use crate::workspaces::find_table;
 
@@ -396,6 +396,21 @@ impl TrainingSets {
 
     /// Stream one output partition of a training set, once its job is done.
     pub async fn partition(&self, ticket: &TrainingSetTicket) -> Result<SendableRecordBatchStream> {
+        let (_, location) = self.locate(ticket).await?;
+        BallistaJob::fetch(&location).await
+    }
+
+    /// One output partition of a training set, once its job is done: the file itself when
+    /// this process's executor holds it (DoGet sends it without decoding).
+    pub async fn partition_data(&self, ticket: &TrainingSetTicket) -> Result<PartitionData> {
+        let (running, location) = self.locate(ticket).await?;
+        running.job.open(&location).await
+    }
+
+    async fn locate(
+        &self,
+        ticket: &TrainingSetTicket,
+    ) -> Result<(Arc<Running>, ballista_core::serde::protobuf::PartitionLocation)> {
         let running = self
             .running
             .lock()
@@ -424,13 +439,13 @@ impl TrainingSets {
             .clone()
             .expect("wait_for returns a filled outcome");
         let locations = done.map_err(Error::JobFailed)?;
-        let location = locations.get(&ticket.partition).ok_or_else(|| {
+        let location = locations.get(&ticket.partition).cloned().ok_or_else(|| {
             Error::Internal(format!(
                 "partition {} of training set {} has no result location",
                 ticket.partition, ticket.training_set_id
             ))
         })?;
-        BallistaJob::fetch(location).await
+        Ok((running, location))
     }
 
     /// The output schema and partition count of a submitted training set.

@@ -11,7 +11,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 
 use super::encoding::{decode_record, encode_key, encode_record, key_of_row, record_order};
 use super::{KeyValue, OnlineError, OnlineRecord, OnlineStore, OnlineTable, WriteCounts};

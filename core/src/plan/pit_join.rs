@@ -200,8 +200,11 @@ impl AsOfJoinExec {
         ));
         // Output rows are spine rows in spine order, so the spine's partitioning and
         // ordering (over the same leading columns) carry over.
+        // The spine's equal columns stay equal (e.g. a key and its cast), so a later join on
+        // the same keys finds its spine input partitioned and sorted already.
         let orderings: Vec<LexOrdering> = spine.output_ordering().cloned().into_iter().collect();
-        let eq_properties = EquivalenceProperties::new_with_orderings(schema.clone(), orderings);
+        let mut eq_properties = EquivalenceProperties::new_with_orderings(schema.clone(), orderings);
+        eq_properties.add_equivalence_group(spine.equivalence_properties().eq_group().clone())?;
         let cache = PlanProperties::new(
             eq_properties,
             spine.output_partitioning().clone(),
