@@ -2,8 +2,6 @@
 //! `ftab get`, `ftab jobs`, refusals, cancel and retry, and a scheduler killed (SIGKILL) in
 //! the middle of a job: after a restart the job finishes and every row is stored exactly once.
 
-use std::path::Path;
-
 use ftab_e2e::{SchedulerProcess, hours_ago, poll_json, repo_root, write};
 
 fn setup(scheduler: &SchedulerProcess) {

@@ -1,12 +1,9 @@
 //! `ftab-bench ingest`: one ingest of many rows through a real scheduler.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use ftab_core::names::TableName;
-use ftab_core::protocol::{IngestCommand, JobState, StepState};
+use anyhow::bail;
+use ftab_core::protocol::{JobState, StepState};
 
 use crate::data::{DAY, ENTITY, Row, batch, table_definition};
 use crate::{Running, header, memory_text, row};
@@ -46,27 +43,14 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
 
     eprintln!("ingesting {rows} rows over {keys} keys ...");
     let started = Instant::now();
-    let client = &mut running.client;
-    let result = client
-        .ingest(
-            IngestCommand {
-                workspace,
-                table: TableName::new("bench")?,
-                idempotency_key: None,
-                drop_extra_columns: false,
-            },
-            Box::new(batches),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await
-        .context("ingest")?;
+    let result = running.ingest(&workspace, "bench", batches).await?;
     let staged = started.elapsed();
 
     // Follow the job's steps to time each one.
     let job_started = Instant::now();
     let mut offline_done = None;
     let job = loop {
-        let job = client.job(result.job_id).await?;
+        let job = running.client.job(result.job_id).await?;
         if offline_done.is_none() && job.steps.get("offline_commit") == Some(&StepState::Done) {
             offline_done = Some(job_started.elapsed());
         }

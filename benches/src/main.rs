@@ -94,6 +94,31 @@ impl Running {
         Ok(workspace)
     }
 
+    /// Upload generated batches as one ingest of `table`.
+    pub async fn ingest(
+        &mut self,
+        workspace: &WorkspaceName,
+        table: &str,
+        batches: impl Iterator<Item = Result<arrow::array::RecordBatch, arrow::error::ArrowError>>
+        + Send
+        + 'static,
+    ) -> anyhow::Result<ftab_core::protocol::IngestResult> {
+        use anyhow::Context;
+        self.client
+            .ingest(
+                ftab_core::protocol::IngestCommand {
+                    workspace: workspace.clone(),
+                    table: ftab_core::names::TableName::new(table)?,
+                    idempotency_key: None,
+                    drop_extra_columns: false,
+                },
+                Box::new(batches),
+                std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            )
+            .await
+            .context("ingest")
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.server.await??;

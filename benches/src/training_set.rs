@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -13,7 +13,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::{StreamExt, TryStreamExt};
 
 use ftab_core::names::{SpineName, TableName};
-use ftab_core::protocol::{IngestCommand, JobState, SpineSource, TrainingSetRequest};
+use ftab_core::protocol::{JobState, SpineSource, TrainingSetRequest};
 
 use crate::data::{DAY, ENTITY, Rng, Row, batch, table_definition};
 use crate::{Running, header, memory_text, reset_peak_memory, row};
@@ -99,20 +99,7 @@ async fn ingest_table(
                 .collect();
             Ok(batch(&rows))
         });
-        let result = running
-            .client
-            .ingest(
-                IngestCommand {
-                    workspace: workspace.clone(),
-                    table: name.clone(),
-                    idempotency_key: None,
-                    drop_extra_columns: false,
-                },
-                Box::new(batches),
-                Arc::new(AtomicU64::new(0)),
-            )
-            .await
-            .context("ingest")?;
+        let result = running.ingest(workspace, name.as_str(), batches).await?;
         loop {
             let job = running.client.job(result.job_id).await?;
             if job.state.is_final() {

@@ -180,7 +180,7 @@ impl Ttl {
 impl fmt::Display for Ttl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if self.seconds % size == 0 {
+            if self.seconds.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.seconds / size);
             }
         }

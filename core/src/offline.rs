@@ -193,7 +193,7 @@ pub async fn stats(storage: &ObjectStorage, url: &Url) -> Result<Option<OfflineS
         rows += file.num_records().unwrap_or(0) as u64;
     }
     Ok(Some(OfflineStats {
-        delta_version: snapshot.version() as u64,
+        delta_version: snapshot.version(),
         files,
         rows,
     }))
@@ -307,7 +307,7 @@ pub async fn snapshot(
         });
     }
     Ok(OfflineSnapshot {
-        version: Some(snapshot.version() as u64),
+        version: Some(snapshot.version()),
         files,
     })
 }

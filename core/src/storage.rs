@@ -89,14 +89,7 @@ impl StorageLayout {
     /// come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as object_store's
     /// builders name them.
     pub fn open(&self) -> Result<ObjectStorage, Error> {
-        let options = std::env::vars().filter_map(|(key, value)| {
-            let lower = key.to_ascii_lowercase();
-            ["aws_", "google_", "azure_"]
-                .iter()
-                .any(|p| lower.starts_with(p))
-                .then_some((lower, value))
-        });
-        let (store, root) = object_store::parse_url_opts(&self.root, options).map_err(|e| {
+        let (store, root) = object_store::parse_url_opts(&self.root, env_options()).map_err(|e| {
             Error::StorageLocation {
                 location: self.root.to_string(),
                 reason: e.to_string(),
@@ -116,6 +109,18 @@ impl StorageLayout {
             .join(relative)
             .expect("a relative path of validated names joins onto a base URL")
     }
+}
+
+/// Object store options from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), named as
+/// object_store's builders name them.
+pub fn env_options() -> impl Iterator<Item = (String, String)> {
+    std::env::vars().filter_map(|(key, value)| {
+        let lower = key.to_ascii_lowercase();
+        ["aws_", "google_", "azure_"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+            .then_some((lower, value))
+    })
 }
 
 /// The object store under a [`StorageLayout`], with the paths ftab writes.

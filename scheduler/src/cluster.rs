@@ -70,6 +70,8 @@ pub struct ClusterSettings {
     pub work_dir: PathBuf,
     /// How long the results of a finished job stay fetchable.
     pub result_retention: Duration,
+    /// Memory the jobs' runtime may use before sorts spill (it sizes sorts' merge reserve).
+    pub memory_limit: u64,
 }
 
 /// The embedded Ballista scheduler and its in-process executor.
@@ -94,7 +96,7 @@ impl Cluster {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Error::FailedPrecondition(format!("cannot start the embedded Ballista {what}: {e}"))
         };
-        let config = ftab_core::plan::session_config(settings.parallelism)
+        let config = ftab_core::plan::session_config(settings.parallelism, settings.memory_limit)
             .with_extension(Arc::new(OnlineStoreHandle(online)))
             .with_ballista_physical_extension_codec(physical_codec())
             .upgrade_for_ballista()
@@ -475,18 +477,32 @@ impl BallistaJob {
     }
 }
 
-/// Ballista wraps task errors in layers of debug formatting; keep the innermost message a
+/// Ballista and DataFusion wrap task errors in layers of debug formatting
+/// (`DataFusionError(Context("...", ResourcesExhausted("...")))`); keep the first message a
 /// person can act on.
 pub fn clean_error(error: &str) -> String {
-    let mut message = error.trim().to_string();
-    for marker in ["Execution(\"", "Plan(\"", "External(", "Internal(\""] {
-        if let Some(start) = message.rfind(marker) {
-            let inner = &message[start + marker.len()..];
-            let end = inner.find("\")").unwrap_or(inner.len());
-            message = inner[..end].to_string();
+    let error = error.trim();
+    let Some(start) = error.find("(\"") else {
+        return error.to_string();
+    };
+    let inner = &error[start + 2..];
+    // The message ends at the first quote that is not escaped.
+    let mut end = inner.len();
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => {
+                end = i;
+                break;
+            }
+            _ => escaped = false,
         }
     }
-    message.replace("\\\"", "\"").replace("\\'", "'")
+    inner[..end]
+        .replace("\\\"", "\"")
+        .replace("\\n", " ")
+        .replace("\\'", "'")
 }
 
 #[cfg(test)]
@@ -497,6 +513,11 @@ mod tests {
     fn ballista_errors_are_unwrapped() {
         let raw = "Task 3 failed: ExecutionError(DataFusionError(Execution(\"the spine's time column `ts` has null values\")))";
         assert_eq!(clean_error(raw), "the spine's time column `ts` has null values");
+        let raw = r#"DataFusionError(Context("Not enough memory to continue external sort. Consider increasing \"memory\".", ResourcesExhausted("Additional allocation failed")))"#;
+        assert_eq!(
+            clean_error(raw),
+            "Not enough memory to continue external sort. Consider increasing \"memory\"."
+        );
         assert_eq!(clean_error("plain message"), "plain message");
     }
 }

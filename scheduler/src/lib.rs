@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use ftab_core::online::OnlineStore;
 use ftab_core::online::embedded::EmbeddedStore;
@@ -96,6 +97,7 @@ impl Scheduler {
                 parallelism: config.parallelism,
                 work_dir: config.ballista_dir(),
                 result_retention: config.training_set_retention,
+                memory_limit: config.memory_limit,
             },
             runtime,
             online.clone(),
@@ -210,8 +212,14 @@ fn runtime_env(config: &SchedulerConfig, objects: &ObjectStorage) -> Result<Arc<
     std::fs::create_dir_all(&spill).map_err(|e| {
         Error::FailedPrecondition(format!("cannot create {}: {e}", spill.display()))
     })?;
+    // A fair pool: concurrent sorts each get their share before they must spill (the
+    // greedy default lets the first one take everything).
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(config.memory_limit as usize),
+        std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+    );
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(config.memory_limit as usize, 1.0)
+        .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
         )

@@ -88,6 +88,9 @@ fn rfc3339(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// (min, max) of a timestamp column in UTC µs, when known, and its null count, when known.
+type TimeStats = (Option<(i64, i64)>, Option<u64>);
+
 /// What the footers of a spine's files say.
 struct SpineFiles {
     /// File URLs.
@@ -96,7 +99,7 @@ struct SpineFiles {
     rows: u64,
     /// (min, max) of each timestamp column over all files, in UTC µs, when every row
     /// group has statistics; and its null count.
-    time_stats: BTreeMap<String, (Option<(i64, i64)>, Option<u64>)>,
+    time_stats: BTreeMap<String, TimeStats>,
 }
 
 impl TrainingSets {
@@ -521,8 +524,7 @@ impl TrainingSets {
         let mut files = Vec::new();
         let mut schema: Option<SchemaRef> = None;
         let mut rows = 0u64;
-        let mut per_file: BTreeMap<String, Vec<(Option<(i64, i64)>, Option<u64>)>> =
-            BTreeMap::new();
+        let mut per_file: BTreeMap<String, Vec<TimeStats>> = BTreeMap::new();
         for (url, object) in paths {
             let unreadable =
                 |e: &dyn std::fmt::Display| invalid(format!("cannot read spine file {url}: {e}"));
@@ -602,14 +604,7 @@ impl TrainingSets {
         let store: Arc<dyn ObjectStore> = if base == *self.objects.base_url() {
             self.objects.store.clone()
         } else {
-            let options = std::env::vars().filter_map(|(key, value)| {
-                let lower = key.to_ascii_lowercase();
-                ["aws_", "google_", "azure_"]
-                    .iter()
-                    .any(|p| lower.starts_with(p))
-                    .then_some((lower, value))
-            });
-            let (store, _) = object_store::parse_url_opts(&url, options)
+            let (store, _) = object_store::parse_url_opts(&url, ftab_core::storage::env_options())
                 .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
             let store: Arc<dyn ObjectStore> = Arc::from(store);
             // Executors read the spine through the same runtime.
@@ -659,7 +654,7 @@ fn time_statistics(
     field: &Field,
     schema: &Schema,
     metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
-) -> (Option<(i64, i64)>, Option<u64>) {
+) -> TimeStats {
     let Ok(converter) = StatisticsConverter::try_new(
         field.name(),
         schema,

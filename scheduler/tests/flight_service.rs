@@ -85,8 +85,7 @@ async fn raw_json_actions_and_status_codes() {
     let status = client
         .do_get(arrow_flight::Ticket::new(b"garbage".to_vec()))
         .await
-        .err()
-        .expect("a bad ticket is refused");
+        .expect_err("a bad ticket is refused");
     assert!(status.to_string().contains("not a ticket from this server"), "{status}");
 
     // A DoPut whose command is not an ftab command is refused with an example.

@@ -454,12 +454,18 @@ type Stored = (String, i64, u64, u64, i64);
 /// The rule, written plainly: for each spine row, among the rows with its key and
 /// timestamp <= t (and >= t - ttl), the greatest by (timestamp, seq, row).
 fn reference(stored: &[Stored], spine: &[(String, i64)], ttl: Option<i64>) -> Vec<(String, i64, Option<i64>)> {
+    let mut by_key: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
+    for s in stored {
+        by_key.entry(s.0.as_str()).or_default().push(s);
+    }
     spine
         .iter()
         .map(|(key, t)| {
-            let best = stored
-                .iter()
-                .filter(|s| &s.0 == key && s.1 <= *t && ttl.is_none_or(|ttl| s.1 >= t - ttl))
+            let best = by_key
+                .get(key.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|s| s.1 <= *t && ttl.is_none_or(|ttl| s.1 >= t - ttl))
                 .max_by_key(|s| (s.1, s.2, s.3));
             (key.clone(), *t, best.map(|s| s.4))
         })
@@ -467,7 +473,24 @@ fn reference(stored: &[Stored], spine: &[(String, i64)], ttl: Option<i64>) -> Ve
 }
 
 async fn randomized(seed: u64, ttl_seconds: Option<i64>) {
-    let mut running = start().await;
+    randomized_sized(seed, ttl_seconds, 40, 150, None).await;
+}
+
+/// `rows` feature rows per ingest (and as many again at random), `spine_rows` spine rows;
+/// with `memory_limit`, the scheduler's jobs get that many bytes before they spill.
+async fn randomized_sized(
+    seed: u64,
+    ttl_seconds: Option<i64>,
+    rows: u64,
+    spine_rows: usize,
+    memory_limit: Option<u64>,
+) {
+    let mut running = common::start_with(tempfile::tempdir().unwrap(), |config| {
+        if let Some(limit) = memory_limit {
+            config.memory_limit = limit;
+        }
+    })
+    .await;
     let client: &mut FlightClient = &mut running.client;
     let ttl = ttl_seconds.map(|s| format!("ttl = \"{s}s\"")).unwrap_or_default();
     let repo = format!(
@@ -504,14 +527,14 @@ schema = [
     let base = 1_700_000_000_000_000i64;
     let second = 1_000_000i64;
     // Few keys and few distinct times: many ties within and across ingests.
-    let keys: Vec<String> = (0..12).map(|k| format!("k{k}")).collect();
+    let keys: Vec<String> = (0..(rows / 4).max(12)).map(|k| format!("k{k}")).collect();
     let mut stored: Vec<Stored> = Vec::new();
     let mut sent: Vec<(String, i64, i64)> = Vec::new();
     let mut value = 0i64;
     for seq in 1..=4u64 {
-        let rows = 40 + rng.below(40) as usize;
+        let count = (rows + rng.below(rows)) as usize;
         let mut batch_rows: Vec<(String, i64, i64)> = Vec::new();
-        for _ in 0..rows {
+        for _ in 0..count {
             // A quarter of the rows re-send an earlier row (same key and time, new value).
             let (key, ts) = if !sent.is_empty() && rng.below(4) == 0 {
                 let (k, t, _) = &sent[rng.below(sent.len() as u64) as usize];
@@ -566,7 +589,7 @@ schema = [
     // Spine: every key (and one unknown) at times before, among and after the rows,
     // with duplicates.
     let mut spine: Vec<(String, i64)> = Vec::new();
-    for _ in 0..150 {
+    for _ in 0..spine_rows {
         let key = if rng.below(15) == 0 {
             "unknown".to_string()
         } else {
@@ -645,4 +668,11 @@ async fn randomized_with_a_ttl_against_a_brute_force_reference() {
     for seed in [3u64, 1_234_567] {
         randomized(seed, Some(7)).await;
     }
+}
+
+/// With a memory limit far below what the sorts need, every sort spills to disk; the rows
+/// must not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_with_sorts_spilling_to_disk() {
+    randomized_sized(77, None, 60_000, 30_000, Some(8 << 20)).await;
 }

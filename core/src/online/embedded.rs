@@ -17,6 +17,9 @@ use super::encoding::{decode_record, encode_key, encode_record, key_of_row, reco
 use super::{KeyValue, OnlineError, OnlineRecord, OnlineStore, OnlineTable, WriteCounts};
 use crate::definitions::ValueType;
 
+/// Encoded (key, record) pairs.
+type Encoded = Vec<(Vec<u8>, Vec<u8>)>;
+
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -40,7 +43,7 @@ impl EmbeddedStore {
         rows: &RecordBatch,
         seq: u64,
         now_micros: i64,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, u64), OnlineError> {
+    ) -> Result<(Encoded, u64), OnlineError> {
         // Each column as exactly the type the encoding reads (e.g. string views as strings).
         let column = |name: &str, value_type: &ValueType| -> Result<ArrayRef, OnlineError> {
             let array = rows

@@ -259,10 +259,8 @@ impl ExecutionPlan for IngestWriteExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("IngestWriteExec takes 1 child, got {}", children.len());
-        }
-        Ok(Arc::new(Self::try_new(children.remove(0), self.spec.clone())?))
+        let input = only_child(&mut children, "IngestWriteExec")?;
+        Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
     }
 
     fn with_new_children(
@@ -289,6 +287,17 @@ impl ExecutionPlan for IngestWriteExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// The one child of a unary node, or an error naming the node.
+fn only_child(
+    children: &mut Vec<Arc<dyn ExecutionPlan>>,
+    node: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.len() != 1 {
+        return internal_err!("{node} takes 1 child, got {}", children.len());
+    }
+    Ok(children.remove(0))
 }
 
 pub(crate) fn recompute() -> ReplaceChildrenOptions {
@@ -723,10 +732,8 @@ impl ExecutionPlan for OnlineLoadExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return internal_err!("OnlineLoadExec takes 1 child, got {}", children.len());
-        }
-        Ok(Arc::new(Self::try_new(children.remove(0), self.spec.clone())?))
+        let input = only_child(&mut children, "OnlineLoadExec")?;
+        Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
     }
 
     fn with_new_children(

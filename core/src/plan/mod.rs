@@ -28,11 +28,16 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 ///
 /// Ballista's restricted settings (no dynamic filters across stages, no round-robin
 /// repartitioning, no string views, which Arrow IPC ships badly) plus `target_partitions`:
-/// how many partitions shuffles produce, the parallelism of every job.
-pub fn session_config(target_partitions: usize) -> SessionConfig {
+/// how many partitions shuffles produce, the parallelism of every job. A sort keeps back
+/// memory to merge its spill files; that share is sized so that every task's sorts fit in
+/// `memory_limit` together (DataFusion's default of 10 MiB each would not fit a small limit).
+pub fn session_config(target_partitions: usize, memory_limit: u64) -> SessionConfig {
+    let target_partitions = target_partitions.max(1);
+    let merge_reserve = (memory_limit / (target_partitions as u64 * 16)).clamp(256 << 10, 10 << 20);
     SessionConfig::new()
-        .with_target_partitions(target_partitions.max(1))
+        .with_target_partitions(target_partitions)
         .with_information_schema(false)
+        .with_sort_spill_reservation_bytes(merge_reserve as usize)
         .ballista_restricted_configuration()
 }
 

@@ -160,6 +160,8 @@ pub struct AsOfJoinExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+type Exprs = Vec<Arc<dyn PhysicalExpr>>;
+
 fn column(schema: &Schema, index: usize) -> Arc<dyn PhysicalExpr> {
     Arc::new(Column::new(schema.field(index).name(), index))
 }
@@ -226,7 +228,8 @@ impl AsOfJoinExec {
         &self.spec
     }
 
-    fn key_exprs(&self) -> (Vec<Arc<dyn PhysicalExpr>>, Vec<Arc<dyn PhysicalExpr>>) {
+    /// The key columns of the spine and of the feature side.
+    fn key_exprs(&self) -> (Exprs, Exprs) {
         let (spine, features) = (self.spine.schema(), self.features.schema());
         (
             self.resolved

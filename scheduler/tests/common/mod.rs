@@ -28,11 +28,20 @@ pub async fn start() -> Running {
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> Running {
-    let config = SchedulerConfig {
+    start_with(dir, |_| {}).await
+}
+
+/// Start with a configuration changed by `adjust`.
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    adjust: impl FnOnce(&mut SchedulerConfig),
+) -> Running {
+    let mut config = SchedulerConfig {
         data_dir: dir.path().join("data"),
         flight_addr: "127.0.0.1:0".parse().unwrap(),
         ..SchedulerConfig::default()
     };
+    adjust(&mut config);
     let scheduler = Scheduler::open(config)
         .await
         .unwrap()
