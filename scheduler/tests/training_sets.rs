@@ -676,3 +676,53 @@ async fn randomized_with_a_ttl_against_a_brute_force_reference() {
 async fn randomized_with_sorts_spilling_to_disk() {
     randomized_sized(77, None, 60_000, 30_000, Some(8 << 20)).await;
 }
+
+/// A computed training set can be fetched until its retention runs out; then DoGet says
+/// so and names what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_expire_after_their_retention() {
+    let mut running = common::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.training_set_retention = Duration::from_secs(1);
+    })
+    .await;
+    let url = running.url.clone();
+    let client = &mut running.client;
+    raw_action(client, "create_workspace", &json!({"name": "prod", "kind": "live"}).to_string())
+        .await
+        .unwrap();
+    let repo = std::fs::read_to_string(golden_dir().join("repo.toml")).unwrap();
+    raw_action(
+        client,
+        "apply",
+        &json!({"workspace": "prod", "files": [{"path": "repo.toml", "content": repo}]}).to_string(),
+    )
+    .await
+    .unwrap();
+    let spine = pipe_table("user_id:string | t:timestamp\nu1 | 2024-01-01T00:00:00Z\n")
+        .batch(&BTreeMap::new());
+    put(client, json!({"spine": {"name": "s"}}), vec![spine]).await.unwrap();
+    let command = json!({"training_set": {"workspace": "prod", "features": ["user_counts"], "spine": {"name": "s"}}});
+    let info = client
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(command.to_string()))
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut fresh = connect(&url).await;
+    let rows: Vec<RecordBatch> = futures::TryStreamExt::try_collect(fresh.do_get(ticket.clone()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let gone = match fresh.do_get(ticket).await {
+        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream).await.map(|_| ()),
+        Err(e) => Err(e),
+    }
+    .expect_err("an expired training set cannot be fetched");
+    let message = gone.to_string();
+    assert!(
+        message.contains("expired or the scheduler restarted; request it again"),
+        "{message}"
+    );
+    running.stop().await;
+}
