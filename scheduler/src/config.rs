@@ -197,6 +197,20 @@ impl SchedulerConfig {
                 None => defaults.training_set_retention,
             },
         })
+        .and_then(|config: Self| {
+            let floor = config.parallelism as u64 * ftab_core::plan::MIN_MEMORY_PER_PARTITION;
+            if config.memory_limit < floor {
+                return Err(format!(
+                    "memory_limit {} is too small for parallelism {}: jobs need at least {} MiB per partition; \
+                     raise --memory-limit to {} MiB or more, or lower --parallelism",
+                    config.memory_limit,
+                    config.parallelism,
+                    ftab_core::plan::MIN_MEMORY_PER_PARTITION >> 20,
+                    floor.div_ceil(1 << 20),
+                ));
+            }
+            Ok(config)
+        })
     }
 
     pub fn catalog_path(&self) -> PathBuf {
@@ -303,6 +317,16 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("parallelism must be at least 1"), "{err}");
+        let err = SchedulerConfig::resolve(Args {
+            parallelism: Some(4),
+            memory_limit: Some("8MiB".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("too small for parallelism 4") && err.contains("16 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -221,7 +221,12 @@ fn runtime_env(config: &SchedulerConfig, objects: &ObjectStorage) -> Result<Arc<
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill])),
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![spill]))
+                .with_max_spill_merge_fan_in(ftab_core::plan::max_spill_merge_fan_in(
+                    config.parallelism,
+                    config.memory_limit,
+                )),
         )
         .build_arc()
         .map_err(|e| Error::Internal(format!("cannot build the job runtime: {e}")))?;

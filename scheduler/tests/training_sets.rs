@@ -472,6 +472,20 @@ fn reference(stored: &[Stored], spine: &[(String, i64)], ttl: Option<i64>) -> Ve
         .collect()
 }
 
+/// Files under `dir`, at any depth (0 when it does not exist).
+fn walk_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&entry.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 async fn randomized(seed: u64, ttl_seconds: Option<i64>) {
     randomized_sized(seed, ttl_seconds, 40, 150, None).await;
 }
@@ -491,6 +505,7 @@ async fn randomized_sized(
         }
     })
     .await;
+    let spill_dir = running.dir.path().join("data").join("spill");
     let client: &mut FlightClient = &mut running.client;
     let ttl = ttl_seconds.map(|s| format!("ttl = \"{s}s\"")).unwrap_or_default();
     let repo = format!(
@@ -615,12 +630,32 @@ schema = [
     put(client, json!({"spine": {"name": "random"}}), vec![spine_batch])
         .await
         .unwrap();
+    // Watch the spill directory while the join runs: under a memory limit, sorts must
+    // have spilled (files live there until their merge ends).
+    let spilled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = tokio::spawn({
+        let spilled = spilled.clone();
+        async move {
+            loop {
+                let files = walk_files(&spill_dir);
+                spilled.fetch_max(files, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
     let (info, batches) = training_set(
         client,
         json!({"training_set": {"workspace": "prod", "features": ["events.value"], "spine": {"name": "random"}}}),
     )
     .await
     .unwrap();
+    watcher.abort();
+    if memory_limit.is_some() {
+        assert!(
+            spilled.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no sort spilled under the memory limit; the test no longer covers spilling"
+        );
+    }
     assert_eq!(info["rows"], spine.len() as u64);
 
     let mut got: Vec<(String, i64, Option<i64>)> = Vec::new();

@@ -29,17 +29,38 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 /// Ballista's restricted settings (no dynamic filters across stages, no round-robin
 /// repartitioning, no string views, which Arrow IPC ships badly) plus `target_partitions`:
 /// how many partitions shuffles produce, the parallelism of every job. A sort keeps back
-/// memory to merge its spill files; that share is sized so that every task's sorts fit in
-/// `memory_limit` together (DataFusion's default of 10 MiB each would not fit a small limit).
+/// memory to merge its spill files (`merge_reserve`); see docs/cluster.md.
 pub fn session_config(target_partitions: usize, memory_limit: u64) -> SessionConfig {
     let target_partitions = target_partitions.max(1);
-    let merge_reserve = (memory_limit / (target_partitions as u64 * 16)).clamp(256 << 10, 10 << 20);
+    let merge_reserve = merge_reserve(target_partitions, memory_limit);
     SessionConfig::new()
         .with_target_partitions(target_partitions)
         .with_information_schema(false)
         .with_sort_spill_reservation_bytes(merge_reserve as usize)
         .ballista_restricted_configuration()
 }
+
+/// The memory every sort keeps back to merge its spill files.
+///
+/// A merge of spill files needs two streams with two batches buffered each before it can
+/// make progress; when that is not held back, a merge whose neighbour took the pool fails
+/// instead of waiting. An eighth of each partition's share covers it: a task of the
+/// training-set join runs one sort per side, and the rest stays for sorting in memory.
+pub fn merge_reserve(target_partitions: usize, memory_limit: u64) -> u64 {
+    (memory_limit / (target_partitions.max(1) as u64 * 8)).clamp(1 << 20, 32 << 20)
+}
+
+/// How many spill files one merge pass reads at most: one per MiB of a partition's share
+/// of the memory limit, between 2 and 64. Without a bound a merge reserves read buffers for
+/// as many files as the pool holds and starves the sorts beside it; with it, more files
+/// take more passes.
+pub fn max_spill_merge_fan_in(target_partitions: usize, memory_limit: u64) -> usize {
+    (memory_limit / target_partitions.max(1) as u64 >> 20).clamp(2, 64) as usize
+}
+
+/// The smallest memory limit per partition that jobs run with: the merge reserves of a
+/// task's sorts and room to sort between spills.
+pub const MIN_MEMORY_PER_PARTITION: u64 = 4 << 20;
 
 /// Builds physical plans for Ballista.
 #[derive(Clone)]
