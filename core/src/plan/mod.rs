@@ -55,7 +55,7 @@ pub fn merge_reserve(target_partitions: usize, memory_limit: u64) -> u64 {
 /// as many files as the pool holds and starves the sorts beside it; with it, more files
 /// take more passes.
 pub fn max_spill_merge_fan_in(target_partitions: usize, memory_limit: u64) -> usize {
-    (memory_limit / target_partitions.max(1) as u64 >> 20).clamp(2, 64) as usize
+    ((memory_limit / target_partitions.max(1) as u64) >> 20).clamp(2, 64) as usize
 }
 
 /// The smallest memory limit per partition that jobs run with: the merge reserves of a
@@ -91,5 +91,26 @@ impl Planner {
     pub fn optimize(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         let state = self.ctx.state();
         DefaultPhysicalPlanner::default().optimize_physical_plan(plan, &state, |_, _| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spill_settings_follow_the_memory_limit() {
+        const MIB: u64 = 1 << 20;
+        // An eighth of a partition's share, at least 1 MiB, at most 32 MiB.
+        assert_eq!(merge_reserve(2, 8 * MIB), MIB);
+        assert_eq!(merge_reserve(2, 128 * MIB), 8 * MIB);
+        assert_eq!(merge_reserve(2, 6 << 30), 32 * MIB);
+        assert_eq!(merge_reserve(0, 8 * MIB), MIB, "0 partitions count as 1");
+        // A file per MiB of a partition's share, between 2 and 64.
+        assert_eq!(max_spill_merge_fan_in(2, 8 * MIB), 4);
+        assert_eq!(max_spill_merge_fan_in(4, 8 * MIB), 2);
+        assert_eq!(max_spill_merge_fan_in(2, 6 << 30), 64);
+        // The floor the scheduler enforces leaves every sort of a task its reserve.
+        assert!(MIN_MEMORY_PER_PARTITION >= 2 * merge_reserve(1, MIN_MEMORY_PER_PARTITION));
     }
 }
