@@ -212,12 +212,32 @@ fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
 
     // The runner is held at the failpoint, so a second ingest's job stays queued: cancel it,
     // then queue it again.
-    let later = write(dir.path(), "later.csv", &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu4,{t},4,40\n"));
-    let out = scheduler.ftab(&["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", &later]);
+    let later = write(
+        dir.path(),
+        "later.csv",
+        &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu4,{t},4,40\n"),
+    );
+    let out = scheduler.ftab(&[
+        "--output",
+        "json",
+        "ingest",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        &later,
+    ]);
     let queued = out.json()["job_id"].as_str().unwrap().to_string();
     let cancelled = scheduler.ftab(&["jobs", "cancel", &queued]);
-    assert!(cancelled.ok().contains(&format!("Job {queued} cancelled.")), "{}", cancelled.stdout);
-    let err = scheduler.ftab(&["jobs", "watch", &queued]).fails_with(1).to_string();
+    assert!(
+        cancelled.ok().contains(&format!("Job {queued} cancelled.")),
+        "{}",
+        cancelled.stdout
+    );
+    let err = scheduler
+        .ftab(&["jobs", "watch", &queued])
+        .fails_with(1)
+        .to_string();
     assert!(err.contains("was cancelled"), "{err}");
     let retried = scheduler.ftab(&["jobs", "retry", &queued]);
     assert!(retried.ok().contains("queued again"), "{}", retried.stdout);
@@ -228,7 +248,9 @@ fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
         j["state"] == "succeeded" || j["state"] == "failed"
     });
     assert_eq!(job["state"], "succeeded", "{job}");
-    let other = poll_json(&restarted, &["jobs", "show", &queued], |j| j["state"] == "succeeded" || j["state"] == "failed");
+    let other = poll_json(&restarted, &["jobs", "show", &queued], |j| {
+        j["state"] == "succeeded" || j["state"] == "failed"
+    });
     assert_eq!(other["state"], "succeeded", "{other}");
     assert_eq!(job["counts"]["offline_rows_committed"], 3, "{job}");
     assert_eq!(job["counts"]["online_rows_written"], 3, "{job}");
@@ -241,7 +263,10 @@ fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
     );
     let offline = describe(&restarted)["offline"].clone();
     assert_eq!(offline["rows"], 4, "each row exactly once: {offline}");
-    assert_eq!(offline["delta_version"], 1, "one commit per ingest: {offline}");
+    assert_eq!(
+        offline["delta_version"], 1,
+        "one commit per ingest: {offline}"
+    );
     let record = restarted
         .ftab(&[
             "--output",

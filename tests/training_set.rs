@@ -20,11 +20,23 @@ fn setup(scheduler: &SchedulerProcess, dir: &Path) {
         let at = hours_ago(24 * days);
         let mut csv = "user_id,timestamp,user_login_count_7d,user_login_count_30d\n".to_string();
         for user in 1..=3 {
-            csv.push_str(&format!("u{user},{at},{},{}\n", 10 * user + days, 100 * user));
+            csv.push_str(&format!(
+                "u{user},{at},{},{}\n",
+                10 * user + days,
+                100 * user
+            ));
         }
         let file = write(dir, &format!("logins-{days}.csv"), &csv);
         scheduler
-            .ftab(&["ingest", "-w", "prod", "-t", "user_login_counts", &file, "--wait"])
+            .ftab(&[
+                "ingest",
+                "-w",
+                "prod",
+                "-t",
+                "user_login_counts",
+                &file,
+                "--wait",
+            ])
             .ok();
     }
     let stats = format!(
@@ -33,7 +45,15 @@ fn setup(scheduler: &SchedulerProcess, dir: &Path) {
     );
     let file = write(dir, "stats.csv", &stats);
     scheduler
-        .ftab(&["ingest", "-w", "prod", "-t", "user_merchant_stats", &file, "--wait"])
+        .ftab(&[
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_merchant_stats",
+            &file,
+            "--wait",
+        ])
         .ok();
 }
 
@@ -116,7 +136,10 @@ fn training_sets_from_the_cli() {
         .ok();
     let rows = read_parquet_rows(&pinned);
     let u1 = rows.iter().find(|r| r["user_id"] == "u1").unwrap();
-    assert_eq!(u1["user_login_count_7d"], "13", "bare names, version 0: {u1:?}");
+    assert_eq!(
+        u1["user_login_count_7d"], "13",
+        "bare names, version 0: {u1:?}"
+    );
 
     // A Parquet spine named by URI (the pinned output above): the scheduler reads it where
     // it is.
@@ -163,7 +186,11 @@ fn training_sets_from_the_cli() {
     assert!(err.contains("output column names collide"), "{err}");
 
     // Refusals say what is wrong and write nothing.
-    let no_keys = write(dir.path(), "no_keys.csv", &format!("user_id,timestamp\nu1,{t}\n"));
+    let no_keys = write(
+        dir.path(),
+        "no_keys.csv",
+        &format!("user_id,timestamp\nu1,{t}\n"),
+    );
     let refused = dir.path().join("refused.parquet");
     let err = scheduler
         .ftab(&[
@@ -202,16 +229,17 @@ fn training_sets_from_the_cli() {
         ])
         .fails_with(1)
         .to_string();
-    assert!(err.contains("spine file /no/such/spine.csv does not exist"), "{err}");
+    assert!(
+        err.contains("spine file /no/such/spine.csv does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
 fn uploaded_spines_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let scheduler = SchedulerProcess::start_with_env(
-        &dir.path().join("data"),
-        &[("FTAB_SPINE_TTL", "2s")],
-    );
+    let scheduler =
+        SchedulerProcess::start_with_env(&dir.path().join("data"), &[("FTAB_SPINE_TTL", "2s")]);
     setup(&scheduler, dir.path());
     let spine = write(
         dir.path(),

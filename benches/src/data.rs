@@ -100,7 +100,9 @@ pub fn batch(rows: &[Row]) -> RecordBatch {
         ),
         (
             "f4",
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.value as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.value as i64),
+            )),
         ),
         (
             "f5",

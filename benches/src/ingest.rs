@@ -71,7 +71,11 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     println!("ftab ingest benchmark: {rows} rows, {keys} keys, 5 features");
     header();
     row("upload + validate + stage", staged, c.rows_received);
-    row("offline write + commit (Delta)", offline, c.offline_rows_committed);
+    row(
+        "offline write + commit (Delta)",
+        offline,
+        c.offline_rows_committed,
+    );
     row("online load (embedded)", online, c.online_rows_written);
     row("ingest end to end", staged + total, c.rows_received);
     println!(

@@ -160,7 +160,10 @@ pub fn row(stage: &str, d: Duration, rows: u64) {
 }
 
 pub fn header() {
-    println!("{:<34} {:>9} {:>13} {:>13}", "stage", "seconds", "rows", "rows/s");
+    println!(
+        "{:<34} {:>9} {:>13} {:>13}",
+        "stage", "seconds", "rows", "rows/s"
+    );
 }
 
 #[tokio::main]

@@ -80,25 +80,27 @@ async fn ingest_table(
         start,
     };
     for ingest in 0..args.ingests {
-        let batches = (0..per_ingest).step_by(BATCH_ROWS as usize).map(move |first| {
-            let last = (first + BATCH_ROWS).min(per_ingest);
-            let rows: Vec<Row> = (first..last)
-                .map(|i| {
-                    let (key, timestamp) = if ingest > 0 && i < resent {
-                        // Re-send a row of the previous ingest with a new value.
-                        base_row(shape, table, ingest - 1, (i * 7_919) % per_ingest)
-                    } else {
-                        base_row(shape, table, ingest, i)
-                    };
-                    Row {
-                        key,
-                        timestamp,
-                        value: ingest * 1_000_000_000 + i,
-                    }
-                })
-                .collect();
-            Ok(batch(&rows))
-        });
+        let batches = (0..per_ingest)
+            .step_by(BATCH_ROWS as usize)
+            .map(move |first| {
+                let last = (first + BATCH_ROWS).min(per_ingest);
+                let rows: Vec<Row> = (first..last)
+                    .map(|i| {
+                        let (key, timestamp) = if ingest > 0 && i < resent {
+                            // Re-send a row of the previous ingest with a new value.
+                            base_row(shape, table, ingest - 1, (i * 7_919) % per_ingest)
+                        } else {
+                            base_row(shape, table, ingest, i)
+                        };
+                        Row {
+                            key,
+                            timestamp,
+                            value: ingest * 1_000_000_000 + i,
+                        }
+                    })
+                    .collect();
+                Ok(batch(&rows))
+            });
         let result = running.ingest(workspace, name.as_str(), batches).await?;
         loop {
             let job = running.client.job(result.job_id).await?;
@@ -124,14 +126,19 @@ struct Transfer {
 }
 
 async fn fetch(url: String, ticket: arrow_flight::Ticket) -> anyhow::Result<Transfer> {
-    let channel = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
     let mut client = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
     let stream = client.do_get(ticket).await?.into_inner();
     let bytes = Arc::new(AtomicU64::new(0));
     let counted = bytes.clone();
     let data = stream
         .inspect_ok(move |d| {
-            counted.fetch_add((d.data_header.len() + d.data_body.len()) as u64, Ordering::Relaxed);
+            counted.fetch_add(
+                (d.data_header.len() + d.data_body.len()) as u64,
+                Ordering::Relaxed,
+            );
         })
         .map_err(|s| FlightError::Tonic(Box::new(s)));
     let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
@@ -167,34 +174,38 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     eprintln!("uploading a spine of {} rows ...", args.spine_rows);
     reset_peak_memory();
     let (keys, days, spine_rows) = (args.keys, args.days, args.spine_rows);
-    let spine = (0..spine_rows).step_by(BATCH_ROWS as usize).map(move |first| {
-        let last = (first + BATCH_ROWS).min(spine_rows);
-        let mut rng = Rng(0xC0FFEE ^ first);
-        let rows: Vec<(String, i64)> = (first..last)
-            .map(|_| {
-                // 1% of the spine asks for keys no table has.
-                let key = rng.below(keys + keys / 100);
-                let t = start + rng.below((days * DAY) as u64) as i64;
-                (format!("user_{key}"), t)
-            })
-            .collect();
-        let columns: Vec<(&str, ArrayRef)> = vec![
-            (
-                "user_id",
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.clone()))),
-            ),
-            (
-                "event_time",
-                Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
-                        .with_timezone("UTC"),
+    let spine = (0..spine_rows)
+        .step_by(BATCH_ROWS as usize)
+        .map(move |first| {
+            let last = (first + BATCH_ROWS).min(spine_rows);
+            let mut rng = Rng(0xC0FFEE ^ first);
+            let rows: Vec<(String, i64)> = (first..last)
+                .map(|_| {
+                    // 1% of the spine asks for keys no table has.
+                    let key = rng.below(keys + keys / 100);
+                    let t = start + rng.below((days * DAY) as u64) as i64;
+                    (format!("user_{key}"), t)
+                })
+                .collect();
+            let columns: Vec<(&str, ArrayRef)> = vec![
+                (
+                    "user_id",
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.0.clone()),
+                    )),
                 ),
-            ),
-        ];
-        Ok::<_, arrow::error::ArrowError>(
-            RecordBatch::try_from_iter(columns).expect("spine columns line up"),
-        )
-    });
+                (
+                    "event_time",
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                            .with_timezone("UTC"),
+                    ),
+                ),
+            ];
+            Ok::<_, arrow::error::ArrowError>(
+                RecordBatch::try_from_iter(columns).expect("spine columns line up"),
+            )
+        });
     let upload_started = Instant::now();
     let stored = running
         .client
@@ -209,7 +220,10 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     let request = TrainingSetRequest {
         workspace,
         feature_service: None,
-        features: Some(vec!["table_1".parse().map_err(anyhow::Error::msg)?, "table_2".parse().map_err(anyhow::Error::msg)?]),
+        features: Some(vec![
+            "table_1".parse().map_err(anyhow::Error::msg)?,
+            "table_2".parse().map_err(anyhow::Error::msg)?,
+        ]),
         spine: Some(SpineSource::Name { name: stored.name }),
         timestamp_column: None,
         as_of: None,
@@ -218,8 +232,11 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     let asked = Instant::now();
     let (info, metadata) = running.client.training_set(request).await?;
     let planned = asked.elapsed();
-    let tickets: Vec<arrow_flight::Ticket> =
-        info.endpoint.iter().filter_map(|e| e.ticket.clone()).collect();
+    let tickets: Vec<arrow_flight::Ticket> = info
+        .endpoint
+        .iter()
+        .filter_map(|e| e.ticket.clone())
+        .collect();
     let endpoints = tickets.len();
     let transfers: Vec<Transfer> = futures::stream::iter(
         tickets
@@ -233,9 +250,19 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     let end_to_end = finished - asked;
     let rows: u64 = transfers.iter().map(|t| t.rows).sum();
     let bytes: u64 = transfers.iter().map(|t| t.bytes).sum();
-    let first = transfers.iter().filter_map(|t| t.first).min().unwrap_or(finished);
-    let last = transfers.iter().filter_map(|t| t.last).max().unwrap_or(finished);
-    let compute = first.saturating_duration_since(asked).saturating_sub(planned);
+    let first = transfers
+        .iter()
+        .filter_map(|t| t.first)
+        .min()
+        .unwrap_or(finished);
+    let last = transfers
+        .iter()
+        .filter_map(|t| t.last)
+        .max()
+        .unwrap_or(finished);
+    let compute = first
+        .saturating_duration_since(asked)
+        .saturating_sub(planned);
     let transfer = last.saturating_duration_since(first);
     let peak = memory_text();
     running.stop().await?;

@@ -28,9 +28,8 @@ use ftab_core::protocol::{
     Action, ApplyRequest, ApplyResponse, Command, CreateWorkspaceRequest, DescribeTableRequest,
     GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
     ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
-    ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo,
-    TableDescription, TableListing, TrainingSetInfo, TrainingSetRequest, WorkspaceInfo,
-    WorkspaceKind,
+    ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo, TableDescription,
+    TableListing, TrainingSetInfo, TrainingSetRequest, WorkspaceInfo, WorkspaceKind,
 };
 use ftab_core::repository::RepositoryFile;
 

@@ -15,9 +15,7 @@ use serde::Serialize;
 
 use ftab_core::definitions::FeatureRef;
 use ftab_core::names::{ServiceName, SpineName, TableName, WorkspaceName};
-use ftab_core::protocol::{
-    AsOf, AsOfRequest, SpineSource, TrainingSetRequest, TrainingSetTable,
-};
+use ftab_core::protocol::{AsOf, AsOfRequest, SpineSource, TrainingSetRequest, TrainingSetTable};
 
 use crate::cli::{CliError, OutputFormat};
 use crate::{ClientError, FtabClient, output};
@@ -32,7 +30,12 @@ pub struct TrainingSetArgs {
     pub workspace: WorkspaceName,
 
     /// The feature service whose features to join.
-    #[arg(long, short = 's', conflicts_with = "features", required_unless_present = "features")]
+    #[arg(
+        long,
+        short = 's',
+        conflicts_with = "features",
+        required_unless_present = "features"
+    )]
     pub service: Option<ServiceName>,
 
     /// Features instead of a service, comma-separated: `table` (all its features) or
@@ -173,7 +176,10 @@ pub async fn run(
             .map_err(|e| ClientError::Protocol(format!("training set schema: {e}")))?,
     );
     if terminal {
-        eprintln!("{}", output::training_set_plan(&metadata, info.endpoint.len()));
+        eprintln!(
+            "{}",
+            output::training_set_plan(&metadata, info.endpoint.len())
+        );
     }
     let tickets: Vec<arrow_flight::Ticket> = info
         .endpoint
@@ -373,22 +379,29 @@ mod tests {
 
     #[test]
     fn as_of_specs_parse() {
-        assert_eq!(parse_as_of("3").unwrap(), AsOfRequest::All(AsOf::Version(3)));
+        assert_eq!(
+            parse_as_of("3").unwrap(),
+            AsOfRequest::All(AsOf::Version(3))
+        );
         assert!(matches!(
             parse_as_of("2024-05-01T00:00:00Z").unwrap(),
             AsOfRequest::All(AsOf::Time(_))
         ));
-        let AsOfRequest::PerTable(tables) =
-            parse_as_of("t1=3, t2=2024-05-01T00:00:00Z").unwrap()
+        let AsOfRequest::PerTable(tables) = parse_as_of("t1=3, t2=2024-05-01T00:00:00Z").unwrap()
         else {
             panic!("per table");
         };
         assert_eq!(tables.len(), 2);
-        assert_eq!(
-            tables[&TableName::new("t1").unwrap()],
-            AsOf::Version(3)
+        assert_eq!(tables[&TableName::new("t1").unwrap()], AsOf::Version(3));
+        assert!(
+            parse_as_of("yesterday")
+                .unwrap_err()
+                .contains("neither a Delta version")
         );
-        assert!(parse_as_of("yesterday").unwrap_err().contains("neither a Delta version"));
-        assert!(parse_as_of("T/x=3").unwrap_err().contains("not a valid feature table name"));
+        assert!(
+            parse_as_of("T/x=3")
+                .unwrap_err()
+                .contains("not a valid feature table name")
+        );
     }
 }

@@ -49,8 +49,9 @@ impl PhysicalExtensionCodec for FtabCodec {
         let json = buf.strip_prefix(MAGIC).ok_or_else(|| {
             DataFusionError::Internal("not an ftab plan node (no ftab1: prefix)".into())
         })?;
-        let node: Node = serde_json::from_slice(json)
-            .map_err(|e| DataFusionError::Internal(format!("cannot decode an ftab plan node: {e}")))?;
+        let node: Node = serde_json::from_slice(json).map_err(|e| {
+            DataFusionError::Internal(format!("cannot decode an ftab plan node: {e}"))
+        })?;
         let input = |n: usize| -> Result<Arc<dyn ExecutionPlan>> {
             inputs.get(n).cloned().ok_or_else(|| {
                 DataFusionError::Internal(format!(

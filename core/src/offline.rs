@@ -315,9 +315,7 @@ pub async fn snapshot(
 /// The files that can hold timestamps in `low..=high` (UTC µs), judged by their date
 /// partition and timestamp statistics; files without either are kept.
 pub fn prune(files: Vec<OfflineFile>, low: i64, high: i64) -> Vec<OfflineFile> {
-    let date = |micros: i64| {
-        DateTime::from_timestamp_micros(micros).map(|t| t.date_naive())
-    };
+    let date = |micros: i64| DateTime::from_timestamp_micros(micros).map(|t| t.date_naive());
     let (first_day, last_day) = (date(low), date(high));
     files
         .into_iter()

@@ -746,11 +746,15 @@ mod tests {
         };
         assert_eq!(request.features.unwrap().len(), 2);
         assert_eq!(request.as_of, Some(AsOfRequest::All(AsOf::Version(4))));
-        let err = Command::decode(br#"{"training_set": {"workspace": "prod", "spine": {"name": "../x"}}}"#)
+        let err = Command::decode(
+            br#"{"training_set": {"workspace": "prod", "spine": {"name": "../x"}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid body for action `command`"), "{err}");
+        let err = Command::decode(br#"{"spine": {}}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("invalid body for action `command`"), "{err}");
-        let err = Command::decode(br#"{"spine": {}}"#).unwrap_err().to_string();
         assert!(err.contains("missing field `name`"), "{err}");
     }
 

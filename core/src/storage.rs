@@ -89,12 +89,13 @@ impl StorageLayout {
     /// come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as object_store's
     /// builders name them.
     pub fn open(&self) -> Result<ObjectStorage, Error> {
-        let (store, root) = object_store::parse_url_opts(&self.root, env_options()).map_err(|e| {
-            Error::StorageLocation {
-                location: self.root.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        let (store, root) =
+            object_store::parse_url_opts(&self.root, env_options()).map_err(|e| {
+                Error::StorageLocation {
+                    location: self.root.to_string(),
+                    reason: e.to_string(),
+                }
+            })?;
         let mut base = self.root.clone();
         base.set_path("/");
         Ok(ObjectStorage {

@@ -20,9 +20,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::client::BallistaClient;
 use ballista_core::extension::{SessionConfigExt, SessionConfigHelperExt};
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use ballista_core::serde::protobuf::{
-    ExecutorRegistration, PartitionLocation, job_status,
-};
+use ballista_core::serde::protobuf::{ExecutorRegistration, PartitionLocation, job_status};
 use ballista_core::serde::scheduler::{
     ExecutorOperatingSystemSpecification, ExecutorSpecification, PartitionId,
 };
@@ -264,8 +262,9 @@ impl Cluster {
             .await
             .map_err(|e| Error::Internal(format!("cannot open a Ballista session: {e}")))?;
         let schema = plan.schema();
-        let partitions = datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&plan)
-            .partition_count();
+        let partitions =
+            datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&plan)
+                .partition_count();
         let job_id = self
             .server
             .submit_physical_plan(name, ctx, plan, None)
@@ -347,7 +346,9 @@ impl BallistaJob {
                 .task_manager
                 .get_job_status(&self.job_id)
                 .await
-                .map_err(|e| Error::Internal(format!("cannot read the status of {}: {e}", self.name)))?;
+                .map_err(|e| {
+                    Error::Internal(format!("cannot read the status of {}: {e}", self.name))
+                })?;
             match status.and_then(|s| s.status) {
                 Some(job_status::Status::Successful(done)) => {
                     let mut locations = Locations::new();
@@ -356,7 +357,9 @@ impl BallistaJob {
                             .partition_id
                             .as_ref()
                             .map(|p| p.partition_id as usize)
-                            .ok_or_else(|| Error::Internal("a result partition has no id".into()))?;
+                            .ok_or_else(|| {
+                                Error::Internal("a result partition has no id".into())
+                            })?;
                         locations.insert(partition, location);
                     }
                     return Ok(locations);
@@ -512,7 +515,10 @@ mod tests {
     #[test]
     fn ballista_errors_are_unwrapped() {
         let raw = "Task 3 failed: ExecutionError(DataFusionError(Execution(\"the spine's time column `ts` has null values\")))";
-        assert_eq!(clean_error(raw), "the spine's time column `ts` has null values");
+        assert_eq!(
+            clean_error(raw),
+            "the spine's time column `ts` has null values"
+        );
         let raw = r#"DataFusionError(Context("Not enough memory to continue external sort. Consider increasing \"memory\".", ResourcesExhausted("Additional allocation failed")))"#;
         assert_eq!(
             clean_error(raw),

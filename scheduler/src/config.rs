@@ -109,8 +109,7 @@ impl Default for SchedulerConfig {
             log: defaults::LOG.to_string(),
             parallelism: default_parallelism(),
             memory_limit: default_memory_limit(),
-            spine_ttl: parse_duration(defaults::SPINE_TTL)
-                .expect("the default spine ttl parses"),
+            spine_ttl: parse_duration(defaults::SPINE_TTL).expect("the default spine ttl parses"),
             training_set_retention: parse_duration(defaults::TRAINING_SET_RETENTION)
                 .expect("the default retention parses"),
         }
@@ -125,18 +124,24 @@ fn default_parallelism() -> usize {
 
 /// A quarter of the machine's memory (Linux), or 4 GiB where it cannot be read.
 fn default_memory_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-    });
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        });
     total.map(|t| t / 4).unwrap_or(4 << 30)
 }
 
 /// `4GiB`, `512MiB`, `1G`, `65536` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size `{text}`; write a number with an optional unit, e.g. 4GiB, 512MiB or 1073741824");
+    let bad = || {
+        format!(
+            "invalid size `{text}`; write a number with an optional unit, e.g. 4GiB, 512MiB or 1073741824"
+        )
+    };
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
@@ -307,10 +312,18 @@ mod tests {
         assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
         assert_eq!(parse_size("512m").unwrap(), 512 << 20);
         assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("lots").unwrap_err().contains("invalid size `lots`"));
+        assert!(
+            parse_size("lots")
+                .unwrap_err()
+                .contains("invalid size `lots`")
+        );
         assert!(parse_size("4 parsecs").is_err());
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("soon").unwrap_err().contains("unit s, m, h or d"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("unit s, m, h or d")
+        );
         let err = SchedulerConfig::resolve(Args {
             parallelism: Some(0),
             ..Args::default()

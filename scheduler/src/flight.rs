@@ -23,11 +23,11 @@ use ftab_core::protocol::{
     self, ACTION_TYPES, Command, ListTablesCriteria, TrainingSetRequest, TrainingSetTicket,
 };
 
+use crate::cluster::PartitionData;
 use crate::error::Error;
 use crate::ingest::Ingests;
 use crate::jobs::Jobs;
 use crate::online::OnlineReads;
-use crate::cluster::PartitionData;
 use crate::training_sets::{Started, TrainingSets};
 use crate::workspaces::Workspaces;
 
@@ -129,30 +129,29 @@ fn record_batches(
     let first = (!first.data_header.is_empty()).then_some(first);
     let data = stream::iter(first.map(Ok))
         .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))));
-    FlightRecordBatchStream::new_from_flight_data(data).map_err(|e| match e {
-        FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
-            Error::InvalidArgument("the upload was cancelled by the client; nothing was stored".into())
-        }
-        other => Error::InvalidArgument(format!(
-            "cannot decode the uploaded data: {other}; nothing was stored"
-        )),
-    })
-    .boxed()
+    FlightRecordBatchStream::new_from_flight_data(data)
+        .map_err(|e| match e {
+            FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
+                Error::InvalidArgument(
+                    "the upload was cancelled by the client; nothing was stored".into(),
+                )
+            }
+            other => Error::InvalidArgument(format!(
+                "cannot decode the uploaded data: {other}; nothing was stored"
+            )),
+        })
+        .boxed()
 }
 
 impl FlightHandler {
     async fn exchange(
         &self,
         mut training_set: TrainingSetRequest,
-        spine: impl Stream<Item = Result<datafusion::arrow::array::RecordBatch, Error>>
-        + Send
-        + Unpin,
+        spine: impl Stream<Item = Result<datafusion::arrow::array::RecordBatch, Error>> + Send + Unpin,
     ) -> Result<FlightStream<FlightData>, Error> {
-        let name = ftab_core::names::SpineName::new(format!(
-            "exchange_{}",
-            uuid::Uuid::now_v7().simple()
-        ))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        let name =
+            ftab_core::names::SpineName::new(format!("exchange_{}", uuid::Uuid::now_v7().simple()))
+                .map_err(|e| Error::Internal(e.to_string()))?;
         let stored = self.training_sets.store_spine(name, spine).await?;
         training_set.spine = Some(protocol::SpineSource::Name { name: stored.name });
         let started = self.training_sets.start(training_set).await?;
@@ -351,10 +350,9 @@ impl FlightService for FlightHandler {
             Error::InvalidArgument("the first DoExchange message must carry a FlightDescriptor with a training_set command".into())
         })?;
         let Command::TrainingSet(training_set) = decode_command(&descriptor)? else {
-            return Err(Error::InvalidArgument(
-                "DoExchange takes a `training_set` command".into(),
-            )
-            .into());
+            return Err(
+                Error::InvalidArgument("DoExchange takes a `training_set` command".into()).into(),
+            );
         };
         if training_set.spine.is_some() {
             return Err(Error::InvalidArgument(

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use arrow_flight::FlightData;
 use datafusion::arrow::ipc::root_as_message;
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tonic::Status;
 
 /// Messages are read in chunks of this size.
@@ -24,7 +24,8 @@ pub fn flight_data(path: PathBuf) -> BoxStream<'static, Result<FlightData, Statu
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let result = (|| -> Result<(), String> {
-            let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let file =
+                File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
             let mut reader = BufReader::with_capacity(READ_BUFFER, file);
             while let Some(data) = next_message(&mut reader)? {
                 if sender.blocking_send(Ok(data)).is_err() {
@@ -91,8 +92,9 @@ mod tests {
                 RecordBatch::try_from_iter([
                     (
                         "k",
-                        Arc::new(StringArray::from_iter_values((0..1000).map(|i| format!("k{b}-{i}"))))
-                            as ArrayRef,
+                        Arc::new(StringArray::from_iter_values(
+                            (0..1000).map(|i| format!("k{b}-{i}")),
+                        )) as ArrayRef,
                     ),
                     ("v", Arc::new(Int64Array::from_iter_values(0..1000))),
                 ])
@@ -108,7 +110,8 @@ mod tests {
         }
         writer.finish().unwrap();
 
-        let data = flight_data(path).map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s)));
+        let data =
+            flight_data(path).map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s)));
         let decoded: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
             .try_collect()
             .await

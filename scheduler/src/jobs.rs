@@ -393,7 +393,12 @@ impl IngestStep<'_> {
                 .map(|k| k.to_string())
                 .collect(),
             timestamp: self.table.timestamp_field.to_string(),
-            columns: self.table.schema.iter().map(|c| c.name.to_string()).collect(),
+            columns: self
+                .table
+                .schema
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect(),
             offline_table: offline.then(|| self.offline_url().to_string()),
             latest_directory: latest.then(|| storage.directory_url(&latest_prefix).to_string()),
             seq: ingest.seq as i64,
@@ -445,7 +450,9 @@ impl IngestStep<'_> {
         let url = self.offline_url();
         let app_id = offline::ingest_app_id(&ingest.ingest_id.to_string());
         let storage = &self.runner.storage;
-        if let Some(table) = offline::open(storage, &url).await.map_err(|e| failed("cannot open the offline table", e))?
+        if let Some(table) = offline::open(storage, &url)
+            .await
+            .map_err(|e| failed("cannot open the offline table", e))?
             && let Ok(snapshot) = table.snapshot()
             && snapshot
                 .transaction_version(table.log_store().as_ref(), &app_id)
@@ -467,9 +474,15 @@ impl IngestStep<'_> {
             .await?;
         let schema = offline_table_schema(&self.table.arrow_schema(self.definitions));
         let mut metadata = BTreeMap::new();
-        metadata.insert("ftab.ingest_id".to_string(), serde_json::json!(ingest.ingest_id.to_string()));
+        metadata.insert(
+            "ftab.ingest_id".to_string(),
+            serde_json::json!(ingest.ingest_id.to_string()),
+        );
         metadata.insert("ftab.seq".to_string(), serde_json::json!(ingest.seq));
-        metadata.insert("ftab.rows".to_string(), serde_json::json!(written.unique_rows));
+        metadata.insert(
+            "ftab.rows".to_string(),
+            serde_json::json!(written.unique_rows),
+        );
         failpoint("before_offline_commit").await;
         let committed = offline::commit_ingest(
             storage,
@@ -524,7 +537,9 @@ impl IngestStep<'_> {
             .ctx()
             .read_parquet(
                 files,
-                ParquetReadOptions::default().schema(&schema).file_extension(""),
+                ParquetReadOptions::default()
+                    .schema(&schema)
+                    .file_extension(""),
             )
             .await
             .map_err(|e| failed("cannot read the latest rows", e))?
@@ -540,7 +555,8 @@ impl IngestStep<'_> {
             .and_then(|node| planner.optimize(Arc::new(node)))
             .map_err(|e| failed("cannot plan the online load", e))?;
         let batches = self.run("online load", plan).await?;
-        let sum = |name| sum_column(&batches, name).map_err(|e| failed("bad online load output", e));
+        let sum =
+            |name| sum_column(&batches, name).map_err(|e| failed("bad online load output", e));
         counts.online_rows_written = sum("written")?;
         counts.online_skipped_older = sum("skipped_older")?;
         counts.online_skipped_expired = sum("skipped_expired")?;

@@ -18,19 +18,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit,
-};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::{AsyncArrowWriter, parquet_to_arrow_schema};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::sync::watch;
 use url::Url;
 
@@ -139,8 +137,8 @@ impl TrainingSets {
             }
         };
         let created = Utc::now();
-        let expires =
-            created + chrono::Duration::from_std(self.spine_ttl).unwrap_or(chrono::Duration::days(1));
+        let expires = created
+            + chrono::Duration::from_std(self.spine_ttl).unwrap_or(chrono::Duration::days(1));
         let previous = self
             .catalog
             .put_spine(SpineRecord {
@@ -276,27 +274,30 @@ impl TrainingSets {
                 .table_generation(&state.name, &table.name)
                 .await?
                 .ok_or_else(|| {
-                    Error::CatalogData(format!("feature table `{}` has no storage record", table.name))
+                    Error::CatalogData(format!(
+                        "feature table `{}` has no storage record",
+                        table.name
+                    ))
                 })?;
-            let url = self.layout.offline_table(&state.name, &table.name, generation);
-            let as_of = request.as_of.as_ref().and_then(|a| a.for_table(&table.name));
-            let snapshot = offline::snapshot(
-                &self.objects,
-                &url,
-                table.timestamp_field.as_str(),
-                as_of,
-            )
-            .await
-            .map_err(|e| match e {
-                ftab_core::Error::InvalidRequest(m) => {
-                    invalid(format!("feature table `{}`: {m}", table.name))
-                }
-                other => Error::Internal(other.to_string()),
-            })?;
+            let url = self
+                .layout
+                .offline_table(&state.name, &table.name, generation);
+            let as_of = request
+                .as_of
+                .as_ref()
+                .and_then(|a| a.for_table(&table.name));
+            let snapshot =
+                offline::snapshot(&self.objects, &url, table.timestamp_field.as_str(), as_of)
+                    .await
+                    .map_err(|e| match e {
+                        ftab_core::Error::InvalidRequest(m) => {
+                            invalid(format!("feature table `{}`: {m}", table.name))
+                        }
+                        other => Error::Internal(other.to_string()),
+                    })?;
             let ttl = table.ttl.map(|t| t.micros());
-            let time_range = range.map(|(low, high)| {
-                (ttl.map_or(i64::MIN, |ttl| low.saturating_sub(ttl)), high)
-            });
+            let time_range = range
+                .map(|(low, high)| (ttl.map_or(i64::MIN, |ttl| low.saturating_sub(ttl)), high));
             let total = snapshot.files.len() as u64;
             let files = match time_range {
                 Some((low, high)) => prune(snapshot.files, low, high),
@@ -308,8 +309,12 @@ impl TrainingSets {
                 files_read: files.len() as u64,
                 files_total: total,
             });
-            let mut fields: Vec<Arc<Field>> =
-                table.arrow_schema(&state.definitions).fields().iter().cloned().collect();
+            let mut fields: Vec<Arc<Field>> = table
+                .arrow_schema(&state.definitions)
+                .fields()
+                .iter()
+                .cloned()
+                .collect();
             fields.push(Arc::new(Field::new(SEQ_COLUMN, DataType::Int64, false)));
             tables.push(TableInput {
                 table: table.name.to_string(),
@@ -353,11 +358,18 @@ impl TrainingSets {
             let started = Instant::now();
             let result = waiter
                 .wait(|p| {
-                    tracing::debug!(training_set_id, stages_done = p.stages_done, stages = p.stages, "progress")
+                    tracing::debug!(
+                        training_set_id,
+                        stages_done = p.stages_done,
+                        stages = p.stages,
+                        "progress"
+                    )
                 })
                 .await;
             match &result {
-                Ok(_) => tracing::info!(training_set_id, elapsed = ?started.elapsed(), "training set computed"),
+                Ok(_) => {
+                    tracing::info!(training_set_id, elapsed = ?started.elapsed(), "training set computed")
+                }
                 Err(e) => tracing::warn!(training_set_id, "training set failed: {e}"),
             }
             let _ = sender.send(Some(result.map_err(|e| e.to_string())));
@@ -374,8 +386,8 @@ impl TrainingSets {
                     expires,
                 }),
             );
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::hours(1));
+        let expires_at = Utc::now()
+            + chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::hours(1));
         tracing::info!(
             training_set_id = %id,
             workspace = %state.name,
@@ -413,7 +425,10 @@ impl TrainingSets {
     async fn locate(
         &self,
         ticket: &TrainingSetTicket,
-    ) -> Result<(Arc<Running>, ballista_core::serde::protobuf::PartitionLocation)> {
+    ) -> Result<(
+        Arc<Running>,
+        ballista_core::serde::protobuf::PartitionLocation,
+    )> {
         let running = self
             .running
             .lock()
@@ -563,13 +578,15 @@ impl TrainingSets {
         let stats = per_file
             .into_iter()
             .map(|(column, files)| {
-                let range = files.iter().try_fold(None::<(i64, i64)>, |acc, (range, _)| {
-                    let (low, high) = (*range)?;
-                    Some(Some(match acc {
-                        Some((l, h)) => (l.min(low), h.max(high)),
-                        None => (low, high),
-                    }))
-                });
+                let range = files
+                    .iter()
+                    .try_fold(None::<(i64, i64)>, |acc, (range, _)| {
+                        let (low, high) = (*range)?;
+                        Some(Some(match acc {
+                            Some((l, h)) => (l.min(low), h.max(high)),
+                            None => (low, high),
+                        }))
+                    });
                 let nulls = files.iter().map(|(_, n)| *n).sum::<Option<u64>>();
                 (column, (range.flatten(), nulls))
             })
@@ -584,10 +601,7 @@ impl TrainingSets {
     }
 
     /// The Parquet files at a URI: the object itself, or the `*.parquet` objects under it.
-    async fn uri_files(
-        &self,
-        uri: &str,
-    ) -> Result<(Arc<dyn ObjectStore>, Vec<(Url, ObjectMeta)>)> {
+    async fn uri_files(&self, uri: &str) -> Result<(Arc<dyn ObjectStore>, Vec<(Url, ObjectMeta)>)> {
         let url = match Url::parse(uri) {
             Ok(url) if url.scheme().len() > 1 => url,
             _ if std::path::Path::new(uri).is_absolute() => Url::from_file_path(uri)
@@ -627,9 +641,10 @@ impl TrainingSets {
             })?;
             paths.push((url.clone(), meta));
         } else {
-            let mut listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&path)))
-                .await
-                .map_err(|e| invalid(format!("cannot list spine `{uri}`: {e}")))?;
+            let mut listed: Vec<_> =
+                futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&path)))
+                    .await
+                    .map_err(|e| invalid(format!("cannot list spine `{uri}`: {e}")))?;
             listed.retain(|o| o.location.as_ref().ends_with(".parquet"));
             listed.sort_by(|a, b| a.location.cmp(&b.location));
             for object in listed {
@@ -664,8 +679,7 @@ fn time_statistics(
     };
     let groups = metadata.row_groups();
     let micros = |array: datafusion::arrow::array::ArrayRef| -> Option<Vec<i64>> {
-        let as_micros =
-            cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
+        let as_micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok()?;
         let as_int = cast(&as_micros, &DataType::Int64).ok()?;
         let values = as_int.as_primitive::<Int64Type>();
         (values.null_count() == 0).then(|| values.values().to_vec())
@@ -719,7 +733,10 @@ fn time_column(schema: &Schema, named: Option<&str>) -> Result<String> {
         ))),
         many => Err(invalid(format!(
             "the spine has several timestamp columns ({}); name the time column with timestamp_column",
-            many.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -753,9 +770,7 @@ fn select_features<'a>(
         (None, Some(features)) if !features.is_empty() => features.clone(),
         (None, Some(_)) => return Err(invalid("features is empty; name at least one")),
         (Some(_), Some(_)) => {
-            return Err(invalid(
-                "give either feature_service or features, not both",
-            ));
+            return Err(invalid("give either feature_service or features, not both"));
         }
         (None, None) => {
             return Err(invalid(
@@ -906,14 +921,23 @@ mod tests {
         assert_eq!(time_column(&one, None).unwrap(), "at");
         let two = schema(&[("a", ts.clone()), ("b", ts.clone())]);
         let err = time_column(&two, None).unwrap_err().to_string();
-        assert!(err.contains("several timestamp columns (`a`, `b`)"), "{err}");
+        assert!(
+            err.contains("several timestamp columns (`a`, `b`)"),
+            "{err}"
+        );
         assert_eq!(time_column(&two, Some("b")).unwrap(), "b");
         let none = schema(&[("user_id", DataType::Utf8)]);
         let err = time_column(&none, None).unwrap_err().to_string();
         assert!(err.contains("no timestamp column"), "{err}");
         let err = time_column(&one, Some("user_id")).unwrap_err().to_string();
-        assert!(err.contains("has type Utf8; it must be a timestamp"), "{err}");
+        assert!(
+            err.contains("has type Utf8; it must be a timestamp"),
+            "{err}"
+        );
         let err = time_column(&one, Some("nope")).unwrap_err().to_string();
-        assert!(err.contains("no column `nope`") && err.contains("user_id, at"), "{err}");
+        assert!(
+            err.contains("no column `nope`") && err.contains("user_id, at"),
+            "{err}"
+        );
     }
 }

@@ -86,7 +86,10 @@ async fn raw_json_actions_and_status_codes() {
         .do_get(arrow_flight::Ticket::new(b"garbage".to_vec()))
         .await
         .expect_err("a bad ticket is refused");
-    assert!(status.to_string().contains("not a ticket from this server"), "{status}");
+    assert!(
+        status.to_string().contains("not a ticket from this server"),
+        "{status}"
+    );
 
     // A DoPut whose command is not an ftab command is refused with an example.
     let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(

@@ -340,7 +340,13 @@ async fn dev_workspaces_refuse_ingests() {
 async fn online_and_offline_flags_are_respected() {
     let mut running = start().await;
     let client = &mut running.client;
-    raw_action(client, "create_workspace", &json!({"name": "prod", "kind": "live"}).to_string()).await.unwrap();
+    raw_action(
+        client,
+        "create_workspace",
+        &json!({"name": "prod", "kind": "live"}).to_string(),
+    )
+    .await
+    .unwrap();
     let repo = |online: bool, offline: bool| {
         json!([{"path": "flags.toml", "content": format!(r#"
 [[entity]]
@@ -364,22 +370,59 @@ schema = [
     let now = chrono::Utc::now().timestamp_micros();
 
     // Offline only: no online load.
-    raw_action(client, "apply", &json!({"workspace": "prod", "files": repo(false, true)}).to_string()).await.unwrap();
-    let answer = put(client, ingest_command(), vec![logins(&[("u1", now, 1)])]).await.unwrap();
-    let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
-    assert_eq!(job["steps"], json!({"offline_commit": "done", "online_load": "skipped"}), "{job}");
-    assert_eq!(job["counts"]["online_rows_written"], 0);
-    let status = raw_action(client, "get_online", &json!({"workspace": "prod", "table": "user_login_counts", "keys": {"user_id": "u1"}}).to_string())
+    raw_action(
+        client,
+        "apply",
+        &json!({"workspace": "prod", "files": repo(false, true)}).to_string(),
+    )
+    .await
+    .unwrap();
+    let answer = put(client, ingest_command(), vec![logins(&[("u1", now, 1)])])
         .await
-        .unwrap_err();
-    assert!(status.message().contains("is not online"), "{}", status.message());
+        .unwrap();
+    let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(
+        job["steps"],
+        json!({"offline_commit": "done", "online_load": "skipped"}),
+        "{job}"
+    );
+    assert_eq!(job["counts"]["online_rows_written"], 0);
+    let status = raw_action(
+        client,
+        "get_online",
+        &json!({"workspace": "prod", "table": "user_login_counts", "keys": {"user_id": "u1"}})
+            .to_string(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        status.message().contains("is not online"),
+        "{}",
+        status.message()
+    );
 
     // Online only: nothing offline.
-    raw_action(client, "apply", &json!({"workspace": "prod", "files": repo(true, false)}).to_string()).await.unwrap();
-    let answer = put(client, ingest_command(), vec![logins(&[("u2", now, 2)])]).await.unwrap();
+    raw_action(
+        client,
+        "apply",
+        &json!({"workspace": "prod", "files": repo(true, false)}).to_string(),
+    )
+    .await
+    .unwrap();
+    let answer = put(client, ingest_command(), vec![logins(&[("u2", now, 2)])])
+        .await
+        .unwrap();
     let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
-    assert_eq!(job["steps"], json!({"offline_commit": "skipped", "online_load": "done"}), "{job}");
+    assert_eq!(
+        job["steps"],
+        json!({"offline_commit": "skipped", "online_load": "done"}),
+        "{job}"
+    );
     assert_eq!(online(&running, "u2").await.map(|r| r.2), Some(2));
-    assert_eq!(offline_rows(&running).await.len(), 1, "only the first ingest is offline");
+    assert_eq!(
+        offline_rows(&running).await.len(),
+        1,
+        "only the first ingest is offline"
+    );
     running.stop().await;
 }

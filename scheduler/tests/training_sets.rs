@@ -16,8 +16,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
-    TimestampMicrosecondType,
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -76,7 +75,11 @@ fn pipe_table(text: &str) -> PipeTable {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect::<Vec<_>>());
+        .map(|l| {
+            l.split('|')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        });
     let header = lines.next().expect("a table has a header line");
     let columns = header
         .iter()
@@ -87,7 +90,11 @@ fn pipe_table(text: &str) -> PipeTable {
         .collect::<Vec<_>>();
     let rows: Vec<Vec<String>> = lines.collect();
     for row in &rows {
-        assert_eq!(row.len(), columns.len(), "row {row:?} has the wrong number of cells");
+        assert_eq!(
+            row.len(),
+            columns.len(),
+            "row {row:?} has the wrong number of cells"
+        );
     }
     PipeTable { columns, rows }
 }
@@ -122,16 +129,28 @@ impl PipeTable {
             let array: ArrayRef = match ty {
                 Type::String => Arc::new(StringArray::from(cells)),
                 Type::Int32 => Arc::new(Int32Array::from(
-                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                    cells
+                        .iter()
+                        .map(|c| c.map(|c| c.parse().unwrap()))
+                        .collect::<Vec<_>>(),
                 )),
                 Type::Int64 => Arc::new(Int64Array::from(
-                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                    cells
+                        .iter()
+                        .map(|c| c.map(|c| c.parse().unwrap()))
+                        .collect::<Vec<_>>(),
                 )),
                 Type::Float64 => Arc::new(Float64Array::from(
-                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                    cells
+                        .iter()
+                        .map(|c| c.map(|c| c.parse().unwrap()))
+                        .collect::<Vec<_>>(),
                 )),
                 Type::Bool => Arc::new(BooleanArray::from(
-                    cells.iter().map(|c| c.map(|c| c.parse().unwrap())).collect::<Vec<_>>(),
+                    cells
+                        .iter()
+                        .map(|c| c.map(|c| c.parse().unwrap()))
+                        .collect::<Vec<_>>(),
                 )),
                 Type::Timestamp => Arc::new(
                     TimestampMicrosecondArray::from(
@@ -140,7 +159,10 @@ impl PipeTable {
                     .with_timezone("UTC"),
                 ),
                 Type::NaiveTimestamp => Arc::new(TimestampMicrosecondArray::from(
-                    cells.iter().map(|c| c.map(naive_micros)).collect::<Vec<_>>(),
+                    cells
+                        .iter()
+                        .map(|c| c.map(naive_micros))
+                        .collect::<Vec<_>>(),
                 )),
             };
             fields.push(Field::new(name, ty.arrow(), true));
@@ -165,7 +187,11 @@ fn cell(array: &ArrayRef, row: usize) -> String {
         DataType::Float64 => array.as_primitive::<Float64Type>().value(row).to_string(),
         DataType::Boolean => array.as_boolean().value(row).to_string(),
         DataType::Timestamp(_, tz) => {
-            let us = cast(array, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone())).unwrap();
+            let us = cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            )
+            .unwrap();
             let value = us.as_primitive::<TimestampMicrosecondType>().value(row);
             let time = DateTime::<Utc>::from_timestamp_micros(value).unwrap();
             match tz {
@@ -356,7 +382,11 @@ async fn run_case(url: &str, name: &str, case: &Case) -> Result<(), String> {
                 ));
             }
             if info["rows"].as_u64() != Some(want_rows.len() as u64) {
-                return Err(format!("FlightInfo counts {} rows, expected {}", info["rows"], want_rows.len()));
+                return Err(format!(
+                    "FlightInfo counts {} rows, expected {}",
+                    info["rows"],
+                    want_rows.len()
+                ));
             }
             Ok(())
         }
@@ -403,8 +433,8 @@ async fn golden_cases() {
         async move {
             let name = path.file_stem().unwrap().to_string_lossy().to_string();
             let text = std::fs::read_to_string(path).unwrap();
-            let case: Case = toml::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let case: Case =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let result = run_case(&url, &name, &case).await;
             (name, case.description, result)
         }
@@ -453,7 +483,11 @@ type Stored = (String, i64, u64, u64, i64);
 
 /// The rule, written plainly: for each spine row, among the rows with its key and
 /// timestamp <= t (and >= t - ttl), the greatest by (timestamp, seq, row).
-fn reference(stored: &[Stored], spine: &[(String, i64)], ttl: Option<i64>) -> Vec<(String, i64, Option<i64>)> {
+fn reference(
+    stored: &[Stored],
+    spine: &[(String, i64)],
+    ttl: Option<i64>,
+) -> Vec<(String, i64, Option<i64>)> {
     let mut by_key: BTreeMap<&str, Vec<&Stored>> = BTreeMap::new();
     for s in stored {
         by_key.entry(s.0.as_str()).or_default().push(s);
@@ -507,7 +541,9 @@ async fn randomized_sized(
     .await;
     let spill_dir = running.dir.path().join("data").join("spill");
     let client: &mut FlightClient = &mut running.client;
-    let ttl = ttl_seconds.map(|s| format!("ttl = \"{s}s\"")).unwrap_or_default();
+    let ttl = ttl_seconds
+        .map(|s| format!("ttl = \"{s}s\""))
+        .unwrap_or_default();
     let repo = format!(
         r#"
 [[entity]]
@@ -527,9 +563,13 @@ schema = [
 ]
 "#
     );
-    raw_action(client, "create_workspace", &json!({"name": "prod", "kind": "live"}).to_string())
-        .await
-        .unwrap();
+    raw_action(
+        client,
+        "create_workspace",
+        &json!({"name": "prod", "kind": "live"}).to_string(),
+    )
+    .await
+    .unwrap();
     raw_action(
         client,
         "apply",
@@ -572,7 +612,9 @@ schema = [
             RecordBatch::try_from_iter([
                 (
                     "user_id",
-                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.clone()))) as ArrayRef,
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.0.clone()),
+                    )) as ArrayRef,
                 ),
                 (
                     "ts",
@@ -616,7 +658,9 @@ schema = [
     let spine_batch = RecordBatch::try_from_iter([
         (
             "user_id",
-            Arc::new(StringArray::from_iter_values(spine.iter().map(|s| s.0.clone()))) as ArrayRef,
+            Arc::new(StringArray::from_iter_values(
+                spine.iter().map(|s| s.0.clone()),
+            )) as ArrayRef,
         ),
         (
             "t",
@@ -627,9 +671,13 @@ schema = [
         ),
     ])
     .unwrap();
-    put(client, json!({"spine": {"name": "random"}}), vec![spine_batch])
-        .await
-        .unwrap();
+    put(
+        client,
+        json!({"spine": {"name": "random"}}),
+        vec![spine_batch],
+    )
+    .await
+    .unwrap();
     // Watch the spill directory while the join runs: under a memory limit, sorts must
     // have spilled (files live there until their merge ends).
     let spilled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -722,20 +770,27 @@ async fn results_expire_after_their_retention() {
     .await;
     let url = running.url.clone();
     let client = &mut running.client;
-    raw_action(client, "create_workspace", &json!({"name": "prod", "kind": "live"}).to_string())
-        .await
-        .unwrap();
+    raw_action(
+        client,
+        "create_workspace",
+        &json!({"name": "prod", "kind": "live"}).to_string(),
+    )
+    .await
+    .unwrap();
     let repo = std::fs::read_to_string(golden_dir().join("repo.toml")).unwrap();
     raw_action(
         client,
         "apply",
-        &json!({"workspace": "prod", "files": [{"path": "repo.toml", "content": repo}]}).to_string(),
+        &json!({"workspace": "prod", "files": [{"path": "repo.toml", "content": repo}]})
+            .to_string(),
     )
     .await
     .unwrap();
     let spine = pipe_table("user_id:string | t:timestamp\nu1 | 2024-01-01T00:00:00Z\n")
         .batch(&BTreeMap::new());
-    put(client, json!({"spine": {"name": "s"}}), vec![spine]).await.unwrap();
+    put(client, json!({"spine": {"name": "s"}}), vec![spine])
+        .await
+        .unwrap();
     let command = json!({"training_set": {"workspace": "prod", "features": ["user_counts"], "spine": {"name": "s"}}});
     let info = client
         .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(command.to_string()))
@@ -757,7 +812,9 @@ async fn results_expire_after_their_retention() {
 
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     let gone = match fresh.do_get(ticket).await {
-        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream).await.map(|_| ()),
+        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     }
     .expect_err("an expired training set cannot be fetched");

@@ -300,7 +300,6 @@ pub fn write(dir: &Path, name: &str, content: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-
 /// Files (not directories) under `dir`, recursively; 0 if it does not exist.
 pub fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -321,8 +320,8 @@ pub fn files_under(dir: &Path) -> usize {
 /// The rows of a Parquet file as column name -> value text (`null` for nulls).
 pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
     use arrow::array::Array;
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .expect("a Parquet file")
         .build()

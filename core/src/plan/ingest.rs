@@ -40,10 +40,10 @@ use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
     PhysicalSortExpr,
 };
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, ReplaceChildrenOptions,
 };
-use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -172,7 +172,10 @@ impl IngestWriteExec {
             schema.field(timestamp_index).data_type(),
             DataType::Timestamp(TimeUnit::Microsecond, _)
         ) {
-            return plan_err!("{what}: `{}` is not a microsecond timestamp", spec.timestamp);
+            return plan_err!(
+                "{what}: `{}` is not a microsecond timestamp",
+                spec.timestamp
+            );
         }
         let row_index = index(&schema, ROW_COLUMN, &what)?;
         let column_indices = spec
@@ -199,7 +202,10 @@ impl IngestWriteExec {
 
     fn keys(&self) -> Vec<Arc<dyn PhysicalExpr>> {
         let schema = self.input.schema();
-        self.key_indices.iter().map(|&i| column(&schema, i)).collect()
+        self.key_indices
+            .iter()
+            .map(|&i| column(&schema, i))
+            .collect()
     }
 }
 
@@ -308,10 +314,7 @@ pub(crate) fn recompute() -> ReplaceChildrenOptions {
 }
 
 /// The object store of `url` in the task's runtime, and the path `url` names in it.
-pub(crate) fn store_for(
-    context: &TaskContext,
-    url: &str,
-) -> Result<(Arc<dyn ObjectStore>, Path)> {
+pub(crate) fn store_for(context: &TaskContext, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let parsed = Url::parse(url)
         .map_err(|e| DataFusionError::Plan(format!("invalid storage URL `{url}`: {e}")))?;
     let store_url = ObjectStoreUrl::parse(&parsed[..url::Position::BeforePath])?;
@@ -469,7 +472,8 @@ impl PartitionWriter {
         // The last row of the partition ends every group it is in.
         if let Some(held) = self.held.take() {
             self.unique_rows += 1;
-            self.emit(&held.row, &held.row, &[(0, 0)], &[(0, 0)]).await?;
+            self.emit(&held.row, &held.row, &[(0, 0)], &[(0, 0)])
+                .await?;
         }
         self.flush_offline().await?;
         let adds = match self.offline.take() {
@@ -819,9 +823,11 @@ pub fn sum_column(batches: &[RecordBatch], name: &str) -> Result<u64> {
         let column = batch
             .column_by_name(name)
             .ok_or_else(|| DataFusionError::Internal(format!("no result column `{name}`")))?;
-        let values = column.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>().ok_or_else(|| {
-            DataFusionError::Internal(format!("result column `{name}` is not UInt64"))
-        })?;
+        let values = column
+            .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("result column `{name}` is not UInt64"))
+            })?;
         total += values.iter().flatten().sum::<u64>();
     }
     Ok(total)
@@ -835,8 +841,10 @@ pub fn collect_adds(batches: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Ad
             .column_by_name("adds")
             .ok_or_else(|| DataFusionError::Internal("no result column `adds`".into()))?;
         for json in column.as_string::<i32>().iter().flatten() {
-            let mut more: Vec<deltalake::kernel::Add> = serde_json::from_str(json)
-                .map_err(|e| DataFusionError::Internal(format!("cannot decode add actions: {e}")))?;
+            let mut more: Vec<deltalake::kernel::Add> =
+                serde_json::from_str(json).map_err(|e| {
+                    DataFusionError::Internal(format!("cannot decode add actions: {e}"))
+                })?;
             adds.append(&mut more);
         }
     }
@@ -942,21 +950,35 @@ mod tests {
             let exec = Arc::new(IngestWriteExec::try_new(input(batch_rows), spec).unwrap());
             let out = collect(exec, ctx.task_ctx()).await.unwrap();
             assert_eq!(sum_column(&out, "rows").unwrap(), 6);
-            assert_eq!(sum_column(&out, "unique_rows").unwrap(), 4, "batches of {batch_rows}");
+            assert_eq!(
+                sum_column(&out, "unique_rows").unwrap(),
+                4,
+                "batches of {batch_rows}"
+            );
             assert_eq!(sum_column(&out, "latest_rows").unwrap(), 3);
 
             let adds = collect_adds(&out).unwrap();
             let mut offline = Vec::new();
             for add in &adds {
                 assert!(add.path.starts_with("_date=1970-01-01/"), "{}", add.path);
-                assert!(add.stats.as_deref().unwrap_or("").contains("\"numRecords\""));
+                assert!(
+                    add.stats
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("\"numRecords\"")
+                );
                 let path = Path::from(format!("offline/t/{}", add.path));
                 offline.extend(values(&ctx, &path).await);
             }
             offline.sort();
             assert_eq!(
                 offline,
-                vec![("a".into(), 11), ("a".into(), 12), ("b".into(), 14), ("c".into(), 15)],
+                vec![
+                    ("a".into(), 11),
+                    ("a".into(), 12),
+                    ("b".into(), 14),
+                    ("c".into(), 15)
+                ],
                 "batches of {batch_rows}"
             );
             let latest_files: Vec<Path> = futures::TryStreamExt::try_collect::<Vec<_>>(

@@ -34,10 +34,10 @@ use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
     PhysicalSortExpr,
 };
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, ReplaceChildrenOptions,
 };
-use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -190,11 +190,7 @@ impl AsOfJoinExec {
                 );
             }
             let field = feature_schema.field(index);
-            fields.push(Arc::new(Field::new(
-                name,
-                field.data_type().clone(),
-                true,
-            )));
+            fields.push(Arc::new(Field::new(name, field.data_type().clone(), true)));
         }
         let schema = Arc::new(Schema::new_with_metadata(
             fields,
@@ -205,7 +201,8 @@ impl AsOfJoinExec {
         // The spine's equal columns stay equal (e.g. a key and its cast), so a later join on
         // the same keys finds its spine input partitioned and sorted already.
         let orderings: Vec<LexOrdering> = spine.output_ordering().cloned().into_iter().collect();
-        let mut eq_properties = EquivalenceProperties::new_with_orderings(schema.clone(), orderings);
+        let mut eq_properties =
+            EquivalenceProperties::new_with_orderings(schema.clone(), orderings);
         eq_properties.add_equivalence_group(spine.equivalence_properties().eq_group().clone())?;
         let cache = PlanProperties::new(
             eq_properties,
@@ -249,8 +246,12 @@ impl AsOfJoinExec {
         let (spine_keys, feature_keys) = self.key_exprs();
         let (spine, features) = (self.spine.schema(), self.features.schema());
         let sort = |exprs: Vec<Arc<dyn PhysicalExpr>>| {
-            LexOrdering::new(exprs.into_iter().map(|e| PhysicalSortExpr::new(e, ASCENDING)))
-                .expect("an as-of join has at least one key, checked in try_new")
+            LexOrdering::new(
+                exprs
+                    .into_iter()
+                    .map(|e| PhysicalSortExpr::new(e, ASCENDING)),
+            )
+            .expect("an as-of join has at least one key, checked in try_new")
         };
         let mut spine_order = spine_keys;
         spine_order.push(column(&spine, self.resolved.spine_time));
@@ -333,15 +334,10 @@ impl ExecutionPlan for AsOfJoinExec {
         // Properties always follow the children (Ballista restricts them to a slice of
         // partitions), so they are recomputed whatever the options say.
         match <[_; 2]>::try_from(children) {
-            Ok([spine, features]) => Ok(Arc::new(Self::try_new(
-                spine,
-                features,
-                self.spec.clone(),
-            )?)),
-            Err(children) => internal_err!(
-                "AsOfJoinExec takes 2 children, got {}",
-                children.len()
-            ),
+            Ok([spine, features]) => {
+                Ok(Arc::new(Self::try_new(spine, features, self.spec.clone())?))
+            }
+            Err(children) => internal_err!("AsOfJoinExec takes 2 children, got {}", children.len()),
         }
     }
 
@@ -370,7 +366,9 @@ impl ExecutionPlan for AsOfJoinExec {
             .resolved
             .feature_keys
             .iter()
-            .map(|&i| SortField::new_with_options(feature_schema.field(i).data_type().clone(), ASCENDING))
+            .map(|&i| {
+                SortField::new_with_options(feature_schema.field(i).data_type().clone(), ASCENDING)
+            })
             .collect();
         let null_columns = self
             .resolved
@@ -566,9 +564,7 @@ impl Merge {
                     Ordering::Less => {
                         // Skip every row of this batch with a smaller key at once.
                         let end = row
-                            + partition_point(batch.len() - row, |r| {
-                                batch.keys.row(row + r) < key
-                            });
+                            + partition_point(batch.len() - row, |r| batch.keys.row(row + r) < key);
                         self.cursor = (id, end);
                         self.candidate = None;
                     }
@@ -617,10 +613,7 @@ impl Merge {
                 None => (null_source, 0),
             })
             .collect();
-        let mut columns: Vec<ArrayRef> = spine
-            .slice(start, matches.len())
-            .columns()
-            .to_vec();
+        let mut columns: Vec<ArrayRef> = spine.slice(start, matches.len()).columns().to_vec();
         for (output, null) in self.null_columns.iter().enumerate() {
             let sources: Vec<&dyn Array> = self
                 .buffer
@@ -665,8 +658,8 @@ fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
-    use datafusion::physical_plan::collect;
     use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_plan::collect;
     use datafusion::prelude::SessionContext;
 
     fn ts(values: &[i64]) -> ArrayRef {
@@ -731,7 +724,8 @@ mod tests {
         };
         let spine_schema = spine_rows.schema();
         let feature_schema = feature_rows.schema();
-        let spine = MemorySourceConfig::try_new_exec(&[split(spine_rows)], spine_schema, None).unwrap();
+        let spine =
+            MemorySourceConfig::try_new_exec(&[split(spine_rows)], spine_schema, None).unwrap();
         let features =
             MemorySourceConfig::try_new_exec(&[split(feature_rows)], feature_schema, None).unwrap();
         let join = Arc::new(AsOfJoinExec::try_new(spine, features, spec(ttl)).unwrap());
@@ -741,7 +735,9 @@ mod tests {
         for b in batches {
             let k = b.column(0).as_string::<i32>();
             let t = b.column(1).as_primitive::<TimestampMicrosecondType>();
-            let v = b.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let v = b
+                .column(2)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             for i in 0..b.num_rows() {
                 out.push((
                     k.value(i).to_string(),
@@ -776,7 +772,15 @@ mod tests {
             let values: Vec<Option<i64>> = out.iter().map(|r| r.2).collect();
             assert_eq!(
                 values,
-                [None, Some(100), Some(201), Some(201), Some(300), None, Some(50)],
+                [
+                    None,
+                    Some(100),
+                    Some(201),
+                    Some(201),
+                    Some(300),
+                    None,
+                    Some(50)
+                ],
                 "batches of {batch_rows}"
             );
         }
@@ -799,8 +803,7 @@ mod tests {
             (0..200).map(|i| (format!("k{i:03}"), 1, 1, i)).collect();
         let borrowed: Vec<(&str, i64, i64, i64)> =
             rows.iter().map(|r| (r.0.as_str(), r.1, r.2, r.3)).collect();
-        let spine_rows: Vec<(&str, i64)> =
-            rows.iter().map(|r| (r.0.as_str(), 2)).collect();
+        let spine_rows: Vec<(&str, i64)> = rows.iter().map(|r| (r.0.as_str(), 2)).collect();
         let out = run(spine(&spine_rows), features(&borrowed), None, 1).await;
         assert_eq!(out.len(), 200);
         assert!(out.iter().enumerate().all(|(i, r)| r.2 == Some(i as i64)));
@@ -813,11 +816,15 @@ mod tests {
             ("t", ts(&[1])),
         ])
         .unwrap();
-        let spine =
-            MemorySourceConfig::try_new_exec(&[vec![spine_batch.clone()]], spine_batch.schema(), None)
-                .unwrap();
+        let spine = MemorySourceConfig::try_new_exec(
+            &[vec![spine_batch.clone()]],
+            spine_batch.schema(),
+            None,
+        )
+        .unwrap();
         let f = features(&[("a", 1, 1, 1)]);
-        let features = MemorySourceConfig::try_new_exec(&[vec![f.clone()]], f.schema(), None).unwrap();
+        let features =
+            MemorySourceConfig::try_new_exec(&[vec![f.clone()]], f.schema(), None).unwrap();
         let err = AsOfJoinExec::try_new(spine, features, spec(None)).unwrap_err();
         assert!(err.to_string().contains("join key `k` is Int64"), "{err}");
     }

@@ -72,7 +72,10 @@ fn utc_micros() -> DataType {
 }
 
 fn micros(value: i64) -> Expr {
-    lit(ScalarValue::TimestampMicrosecond(Some(value), Some("UTC".into())))
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(value),
+        Some("UTC".into()),
+    ))
 }
 
 /// The internal columns holding spine keys cast to the tables' key types: one per
@@ -140,7 +143,11 @@ pub async fn build(
     for table in &tables {
         let mut names = Vec::new();
         for (spine_column, table_column) in &table.keys {
-            let key_type = table.schema.field_with_name(table_column)?.data_type().clone();
+            let key_type = table
+                .schema
+                .field_with_name(table_column)?
+                .data_type()
+                .clone();
             let (name, new) = key_columns.name(spine_column, &key_type);
             if new {
                 exprs.push(cast(column(spine_column), key_type).alias(name.clone()));

@@ -111,21 +111,40 @@ mod tests {
         assert_eq!(catalog.spine(&name).await.unwrap(), None);
         let later = "2999-01-01T00:00:00.000Z";
         assert_eq!(
-            catalog.put_spine(record("labels", "spines/labels/a", later)).await.unwrap(),
+            catalog
+                .put_spine(record("labels", "spines/labels/a", later))
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
-            catalog.put_spine(record("labels", "spines/labels/b", later)).await.unwrap(),
+            catalog
+                .put_spine(record("labels", "spines/labels/b", later))
+                .await
+                .unwrap(),
             Some("spines/labels/a".to_string()),
             "the replaced location is returned for deletion"
         );
-        assert_eq!(catalog.spine(&name).await.unwrap().unwrap().location, "spines/labels/b");
+        assert_eq!(
+            catalog.spine(&name).await.unwrap().unwrap().location,
+            "spines/labels/b"
+        );
         catalog
             .put_spine(record("old", "spines/old/a", "2000-01-01T00:00:00.000Z"))
             .await
             .unwrap();
-        assert_eq!(catalog.spine(&SpineName::new("old").unwrap()).await.unwrap(), None, "expired");
-        assert_eq!(catalog.take_expired_spines().await.unwrap(), vec!["spines/old/a".to_string()]);
+        assert_eq!(
+            catalog
+                .spine(&SpineName::new("old").unwrap())
+                .await
+                .unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            catalog.take_expired_spines().await.unwrap(),
+            vec!["spines/old/a".to_string()]
+        );
         assert!(catalog.take_expired_spines().await.unwrap().is_empty());
         assert!(catalog.spine(&name).await.unwrap().is_some());
     }

@@ -174,7 +174,10 @@ pub async fn training_set(
     let metadata: serde_json::Value = serde_json::from_slice(&info.app_metadata).unwrap();
     let mut batches = Vec::new();
     for endpoint in &info.endpoint {
-        let ticket = endpoint.ticket.clone().expect("every endpoint has a ticket");
+        let ticket = endpoint
+            .ticket
+            .clone()
+            .expect("every endpoint has a ticket");
         let mut part: Vec<RecordBatch> = client
             .do_get(ticket)
             .await
