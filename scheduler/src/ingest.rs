@@ -72,14 +72,8 @@ impl Ingests {
         let table = find_table(&state, &command.table)?.clone();
         let generation = self
             .catalog
-            .table_generation(&state.name, &table.name)
-            .await?
-            .ok_or_else(|| {
-                Error::CatalogData(format!(
-                    "feature table `{}` has no storage record",
-                    table.name
-                ))
-            })?;
+            .storage_generation(&state.name, &table.name)
+            .await?;
 
         if let Some(key) = &command.idempotency_key
             && let Some(existing) = self

@@ -33,14 +33,8 @@ impl OnlineReads {
         }
         let generation = self
             .catalog
-            .table_generation(&state.name, &table.name)
-            .await?
-            .ok_or_else(|| {
-                Error::CatalogData(format!(
-                    "feature table `{}` has no storage record",
-                    table.name
-                ))
-            })?;
+            .storage_generation(&state.name, &table.name)
+            .await?;
         let online_table =
             OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
         let unknown: Vec<&str> = request

@@ -271,14 +271,8 @@ impl TrainingSets {
         for ((table, features), names) in selection.iter().zip(outputs) {
             let generation = self
                 .catalog
-                .table_generation(&state.name, &table.name)
-                .await?
-                .ok_or_else(|| {
-                    Error::CatalogData(format!(
-                        "feature table `{}` has no storage record",
-                        table.name
-                    ))
-                })?;
+                .storage_generation(&state.name, &table.name)
+                .await?;
             let url = self
                 .layout
                 .offline_table(&state.name, &table.name, generation);

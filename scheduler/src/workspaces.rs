@@ -161,14 +161,8 @@ impl Workspaces {
         let table = find_table(&state, &request.table)?;
         let generation = self
             .catalog
-            .table_generation(&state.name, &table.name)
-            .await?
-            .ok_or_else(|| {
-                Error::CatalogData(format!(
-                    "feature table `{}` of workspace `{}` has no storage record",
-                    table.name, state.name
-                ))
-            })?;
+            .storage_generation(&state.name, &table.name)
+            .await?;
         let definitions = &state.definitions;
         let location = self
             .storage

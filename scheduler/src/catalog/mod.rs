@@ -265,6 +265,22 @@ impl Catalog {
         .await
     }
 
+    /// The current storage generation of a feature table that the catalog defines: every
+    /// applied table has one, so its absence is damage to the catalog.
+    pub async fn storage_generation(
+        &self,
+        workspace: &WorkspaceName,
+        table: &TableName,
+    ) -> Result<u64> {
+        self.table_generation(workspace, table)
+            .await?
+            .ok_or_else(|| {
+                Error::CatalogData(format!(
+                    "feature table `{table}` of workspace `{workspace}` has no storage record"
+                ))
+            })
+    }
+
     /// The current storage generation of a feature table, if it has storage.
     pub async fn table_generation(
         &self,
