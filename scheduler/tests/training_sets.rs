@@ -99,6 +99,22 @@ fn pipe_table(text: &str) -> PipeTable {
     PipeTable { columns, rows }
 }
 
+/// Cells parsed as `T` (`None` stays null).
+fn parse_cells<T: std::str::FromStr>(cells: &[Option<&str>]) -> Vec<Option<T>>
+where
+    T::Err: std::fmt::Debug,
+{
+    cells
+        .iter()
+        .map(|c| {
+            c.map(|c| {
+                c.parse()
+                    .unwrap_or_else(|e| panic!("cannot parse `{c}`: {e:?}"))
+            })
+        })
+        .collect()
+}
+
 fn micros(text: &str) -> i64 {
     DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|e| panic!("`{text}` is not an RFC 3339 time: {e}"))
@@ -128,30 +144,10 @@ impl PipeTable {
                 .collect();
             let array: ArrayRef = match ty {
                 Type::String => Arc::new(StringArray::from(cells)),
-                Type::Int32 => Arc::new(Int32Array::from(
-                    cells
-                        .iter()
-                        .map(|c| c.map(|c| c.parse().unwrap()))
-                        .collect::<Vec<_>>(),
-                )),
-                Type::Int64 => Arc::new(Int64Array::from(
-                    cells
-                        .iter()
-                        .map(|c| c.map(|c| c.parse().unwrap()))
-                        .collect::<Vec<_>>(),
-                )),
-                Type::Float64 => Arc::new(Float64Array::from(
-                    cells
-                        .iter()
-                        .map(|c| c.map(|c| c.parse().unwrap()))
-                        .collect::<Vec<_>>(),
-                )),
-                Type::Bool => Arc::new(BooleanArray::from(
-                    cells
-                        .iter()
-                        .map(|c| c.map(|c| c.parse().unwrap()))
-                        .collect::<Vec<_>>(),
-                )),
+                Type::Int32 => Arc::new(Int32Array::from(parse_cells::<i32>(&cells))),
+                Type::Int64 => Arc::new(Int64Array::from(parse_cells::<i64>(&cells))),
+                Type::Float64 => Arc::new(Float64Array::from(parse_cells::<f64>(&cells))),
+                Type::Bool => Arc::new(BooleanArray::from(parse_cells::<bool>(&cells))),
                 Type::Timestamp => Arc::new(
                     TimestampMicrosecondArray::from(
                         cells.iter().map(|c| c.map(micros)).collect::<Vec<_>>(),
