@@ -413,7 +413,8 @@ pub struct TrainingSetInfo {
     pub tables: Vec<TrainingSetTable>,
     /// The spine's time column.
     pub timestamp_column: String,
-    /// Until when the endpoints can be fetched (RFC 3339, UTC).
+    /// The endpoints can be fetched at least until then (RFC 3339, UTC): results are kept
+    /// for the retention after the job ends, and this is the retention after submission.
     pub expires_at: String,
 }
 

@@ -163,6 +163,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(ttl.seconds()))
 }
 
+/// The longest a spine or a training set's results may be kept.
+const MAX_KEEP_DAYS: u64 = 3650;
+/// The most tasks the embedded executor runs at once.
+const MAX_PARALLELISM: usize = 1024;
+
+/// A duration to keep something for: as [`parse_duration`], at most [`MAX_KEEP_DAYS`].
+fn parse_keep(what: &str, text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text).map_err(|e| format!("{what}: {e}"))?;
+    if duration.as_secs() > MAX_KEEP_DAYS * 86_400 {
+        return Err(format!(
+            "{what}: `{text}` is longer than the {MAX_KEEP_DAYS}d allowed"
+        ));
+    }
+    Ok(duration)
+}
+
 impl SchedulerConfig {
     /// Resolve flags and environment (already merged by clap) over the config file over
     /// the defaults.
@@ -182,6 +198,9 @@ impl SchedulerConfig {
             log: args.log.or(file.log).unwrap_or(defaults.log),
             parallelism: match args.parallelism.or(file.parallelism) {
                 Some(0) => return Err("parallelism must be at least 1".into()),
+                Some(n) if n > MAX_PARALLELISM => {
+                    return Err(format!("parallelism must be at most {MAX_PARALLELISM}, not {n}"));
+                }
                 Some(n) => n,
                 None => defaults.parallelism,
             },
@@ -190,15 +209,14 @@ impl SchedulerConfig {
                 None => defaults.memory_limit,
             },
             spine_ttl: match args.spine_ttl.or(file.spine_ttl) {
-                Some(text) => parse_duration(&text).map_err(|e| format!("spine_ttl: {e}"))?,
+                Some(text) => parse_keep("spine_ttl", &text)?,
                 None => defaults.spine_ttl,
             },
             training_set_retention: match args
                 .training_set_retention
                 .or(file.training_set_retention)
             {
-                Some(text) => parse_duration(&text)
-                    .map_err(|e| format!("training_set_retention: {e}"))?,
+                Some(text) => parse_keep("training_set_retention", &text)?,
                 None => defaults.training_set_retention,
             },
         })
@@ -330,6 +348,21 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("parallelism must be at least 1"), "{err}");
+        let err = SchedulerConfig::resolve(Args {
+            spine_ttl: Some("100000000d".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("spine_ttl: `100000000d` is longer than the 3650d allowed"),
+            "{err}"
+        );
+        let err = SchedulerConfig::resolve(Args {
+            parallelism: Some(5000),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("parallelism must be at most 1024"), "{err}");
         let err = SchedulerConfig::resolve(Args {
             parallelism: Some(4),
             memory_limit: Some("8MiB".into()),

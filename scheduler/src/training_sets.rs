@@ -55,9 +55,9 @@ const SPINE_ROW_GROUP_ROWS: usize = 128 * 1024;
 /// A training set whose job was submitted.
 struct Running {
     job: BallistaJob,
-    /// Filled once the job ends: where its partitions are, or why it failed.
-    outcome: watch::Receiver<Option<std::result::Result<Locations, String>>>,
-    expires: Instant,
+    /// Filled once the job ends: where its partitions are, or why it failed; and when it
+    /// ended (results are kept for the retention from then).
+    outcome: watch::Receiver<Option<(std::result::Result<Locations, String>, Instant)>>,
 }
 
 /// A training set as GetFlightInfo answers it.
@@ -84,6 +84,14 @@ fn invalid(message: impl Into<String>) -> Error {
 
 fn rfc3339(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `from` plus `after` (the configuration bounds `after`, so this does not saturate).
+fn later(from: chrono::DateTime<Utc>, after: Duration) -> chrono::DateTime<Utc> {
+    chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|after| from.checked_add_signed(after))
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
 }
 
 /// (min, max) of a timestamp column in UTC µs, when known, and its null count, when known.
@@ -137,8 +145,7 @@ impl TrainingSets {
             }
         };
         let created = Utc::now();
-        let expires = created
-            + chrono::Duration::from_std(self.spine_ttl).unwrap_or(chrono::Duration::days(1));
+        let expires = later(created, self.spine_ttl);
         let previous = self
             .catalog
             .put_spine(SpineRecord {
@@ -366,22 +373,15 @@ impl TrainingSets {
                 }
                 Err(e) => tracing::warn!(training_set_id, "training set failed: {e}"),
             }
-            let _ = sender.send(Some(result.map_err(|e| e.to_string())));
+            let _ = sender.send(Some((result.map_err(|e| e.to_string()), Instant::now())));
         });
-        let expires = Instant::now() + self.retention;
         self.running
             .lock()
             .map_err(|_| Error::Internal("training set registry poisoned".into()))?
-            .insert(
-                id.clone(),
-                Arc::new(Running {
-                    job,
-                    outcome,
-                    expires,
-                }),
-            );
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::hours(1));
+            .insert(id.clone(), Arc::new(Running { job, outcome }));
+        // The earliest the results may go: they are kept for the retention after the job
+        // ends, which is later.
+        let expires_at = later(Utc::now(), self.retention);
         tracing::info!(
             training_set_id = %id,
             workspace = %state.name,
@@ -444,7 +444,7 @@ impl TrainingSets {
             )));
         }
         let mut outcome = running.outcome.clone();
-        let done = outcome
+        let (done, _) = outcome
             .wait_for(|o| o.is_some())
             .await
             .map_err(|_| Error::Internal("the training set's job was abandoned".into()))?
@@ -469,14 +469,20 @@ impl TrainingSets {
             .map(|r| r.job.partitions())
     }
 
-    /// Forget expired training sets (dropping their results) and delete expired spines.
+    /// Forget training sets whose results have outlived the retention since their job ended
+    /// (dropping the results; running ones stay) and delete expired spines.
     pub async fn sweep(&self) {
         let expired: Vec<Arc<Running>> = match self.running.lock() {
             Ok(mut running) => {
                 let now = Instant::now();
                 let ids: Vec<String> = running
                     .iter()
-                    .filter(|(_, r)| r.expires <= now)
+                    .filter(|(_, r)| {
+                        r.outcome
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|(_, ended)| *ended + self.retention <= now)
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 ids.iter().filter_map(|id| running.remove(id)).collect()
