@@ -78,7 +78,6 @@ pub struct Cluster {
     server: Server,
     config: SessionConfig,
     planner: Planner,
-    parallelism: usize,
     /// The in-process executor's id and work directory: its job results are read from
     /// disk rather than over gRPC.
     local: Option<Arc<(String, PathBuf)>>,
@@ -237,7 +236,6 @@ impl Cluster {
             server,
             config,
             planner,
-            parallelism: settings.parallelism,
             local: Some(Arc::new((executor_id, local_dir))),
         })
     }
@@ -245,11 +243,6 @@ impl Cluster {
     /// The planner jobs build their plans with.
     pub fn planner(&self) -> &Planner {
         &self.planner
-    }
-
-    /// Tasks that run at once: the partitions of every shuffle.
-    pub fn parallelism(&self) -> usize {
-        self.parallelism
     }
 
     /// Submit a physical plan; the job runs in the background.
@@ -261,7 +254,6 @@ impl Cluster {
             .create_or_update_session(SESSION_ID, &self.config)
             .await
             .map_err(|e| Error::Internal(format!("cannot open a Ballista session: {e}")))?;
-        let schema = plan.schema();
         let partitions =
             datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&plan)
                 .partition_count();
@@ -275,7 +267,6 @@ impl Cluster {
             server: self.server.clone(),
             job_id,
             name: name.to_string(),
-            schema,
             partitions,
             local: self.local.clone(),
         })
@@ -295,7 +286,6 @@ pub struct BallistaJob {
     server: Server,
     job_id: JobId,
     name: String,
-    schema: datafusion::arrow::datatypes::SchemaRef,
     partitions: usize,
     local: Option<Arc<(String, PathBuf)>>,
 }
@@ -312,14 +302,6 @@ pub enum PartitionData {
 pub type Locations = BTreeMap<usize, PartitionLocation>;
 
 impl BallistaJob {
-    pub fn id(&self) -> &JobId {
-        &self.job_id
-    }
-
-    pub fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
-        &self.schema
-    }
-
     /// Output partitions of the plan.
     pub fn partitions(&self) -> usize {
         self.partitions
@@ -380,13 +362,6 @@ impl BallistaJob {
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Stop scheduling the job's tasks (running ones finish) and drop its data.
-    pub async fn cancel(&self) {
-        if let Err(e) = self.server.cancel_job(self.job_id.clone()).await {
-            tracing::warn!(job_id = %self.job_id, "cannot cancel Ballista job: {e}");
         }
     }
 

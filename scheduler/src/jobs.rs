@@ -223,7 +223,7 @@ impl JobRunner {
                     tracing::warn!(%job_id, attempt = job.info.attempts, ?delay, "job attempt failed, retrying: {message}");
                     let retry_at =
                         Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    let retry_at = retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    let retry_at = crate::catalog::timestamp(retry_at);
                     self.catalog
                         .end_attempt(&job_id, JobState::Queued, Some(message), Some(retry_at))
                         .await

@@ -44,7 +44,7 @@ use ftab_core::protocol::{
 use ftab_core::storage::{ObjectStorage, StorageLayout};
 use ftab_core::validate::compatible;
 
-use crate::catalog::{Catalog, SpineRecord, WorkspaceState};
+use crate::catalog::{Catalog, SpineRecord, WorkspaceState, timestamp};
 use crate::cluster::{BallistaJob, Cluster, Locations, PartitionData};
 use crate::error::{Error, Result};
 use crate::workspaces::find_table;
@@ -80,10 +80,6 @@ pub struct TrainingSets {
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
-}
-
-fn rfc3339(at: chrono::DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// `from` plus `after` (the configuration bounds `after`, so this does not saturate).
@@ -152,8 +148,8 @@ impl TrainingSets {
                 name: name.clone(),
                 location: prefix.to_string(),
                 rows,
-                created_at: rfc3339(created),
-                expires_at: rfc3339(expires),
+                created_at: timestamp(created),
+                expires_at: timestamp(expires),
             })
             .await;
         match previous {
@@ -168,7 +164,7 @@ impl TrainingSets {
         Ok(SpineInfo {
             name,
             rows,
-            expires_at: rfc3339(expires),
+            expires_at: timestamp(expires),
         })
     }
 
@@ -396,7 +392,7 @@ impl TrainingSets {
                 rows: spine.rows,
                 tables: table_infos,
                 timestamp_column: time_column,
-                expires_at: rfc3339(expires_at),
+                expires_at: timestamp(expires_at),
             },
             schema,
             partitions,
@@ -458,15 +454,6 @@ impl TrainingSets {
             ))
         })?;
         Ok((running, location))
-    }
-
-    /// The output schema and partition count of a submitted training set.
-    pub fn partitions(&self, id: &str) -> Option<usize> {
-        self.running
-            .lock()
-            .ok()?
-            .get(id)
-            .map(|r| r.job.partitions())
     }
 
     /// Forget training sets whose results have outlived the retention since their job ended

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use ftab_core::Definitions;
 use ftab_core::diff::Plan;
 use ftab_core::names::{TableName, WorkspaceName};
@@ -304,7 +304,13 @@ impl Catalog {
 }
 
 pub(crate) fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+    timestamp(Utc::now())
+}
+
+/// A time as the catalog stores it: RFC 3339 in UTC with milliseconds, so that comparing
+/// two as text compares them as times.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn migrate(connection: &mut Connection) -> Result<()> {

@@ -8,7 +8,7 @@ use ftab_core::names::SpineName;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Catalog, now};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A stored spine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,6 @@ impl Catalog {
             Ok(locations)
         })
         .await
-        .map_err(|e: Error| e)
     }
 }
 
