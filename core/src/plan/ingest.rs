@@ -23,7 +23,7 @@ use datafusion::arrow::array::{
     ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
-use datafusion::arrow::compute::{SortOptions, concat_batches, interleave_record_batch};
+use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -35,7 +35,6 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
     PhysicalSortExpr,
@@ -58,6 +57,7 @@ use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::{ASCENDING, column, recompute};
 use crate::online::{OnlineStoreHandle, OnlineTable, WriteCounts};
 
 /// Columns ftab adds to every offline row.
@@ -130,19 +130,10 @@ pub struct IngestWriteExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
-const ASCENDING: SortOptions = SortOptions {
-    descending: false,
-    nulls_first: true,
-};
-
 fn index(schema: &Schema, name: &str, what: &str) -> Result<usize> {
     schema
         .index_of(name)
         .map_err(|_| DataFusionError::Plan(format!("{what}: the input has no column `{name}`")))
-}
-
-fn column(schema: &Schema, index: usize) -> Arc<dyn PhysicalExpr> {
-    Arc::new(Column::new(schema.field(index).name(), index))
 }
 
 /// Properties of a node that outputs one small batch per input partition.
@@ -304,13 +295,6 @@ fn only_child(
         return internal_err!("{node} takes 1 child, got {}", children.len());
     }
     Ok(children.remove(0))
-}
-
-pub(crate) fn recompute() -> ReplaceChildrenOptions {
-    ReplaceChildrenOptions {
-        children_properties:
-            datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
-    }
 }
 
 /// The object store of `url` in the task's runtime, and the path `url` names in it.

@@ -62,6 +62,32 @@ pub fn max_spill_merge_fan_in(target_partitions: usize, memory_limit: u64) -> us
 /// task's sorts and room to sort between spills.
 pub const MIN_MEMORY_PER_PARTITION: u64 = 4 << 20;
 
+/// Ascending, nulls first: the order ftab's nodes sort and compare keys in.
+pub(crate) const ASCENDING: datafusion::arrow::compute::SortOptions =
+    datafusion::arrow::compute::SortOptions {
+        descending: false,
+        nulls_first: true,
+    };
+
+/// The column expression of field `index` of `schema`.
+pub(crate) fn column(
+    schema: &datafusion::arrow::datatypes::Schema,
+    index: usize,
+) -> Arc<dyn datafusion::physical_expr::PhysicalExpr> {
+    Arc::new(datafusion::physical_expr::expressions::Column::new(
+        schema.field(index).name(),
+        index,
+    ))
+}
+
+/// Replace children and recompute the node's properties from them.
+pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
+    datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
+        children_properties:
+            datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
+    }
+}
+
 /// Builds physical plans for Ballista.
 #[derive(Clone)]
 pub struct Planner {

@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
-use datafusion::arrow::compute::{SortOptions, interleave};
+use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -29,7 +29,6 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
     PhysicalSortExpr,
@@ -46,6 +45,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+
+use super::{ASCENDING, column, recompute};
 
 /// Feature batches the merge may hold for one output batch before it emits what it has:
 /// bounds memory when a spine batch spans a long stretch of the feature side.
@@ -161,16 +162,6 @@ pub struct AsOfJoinExec {
 }
 
 type Exprs = Vec<Arc<dyn PhysicalExpr>>;
-
-fn column(schema: &Schema, index: usize) -> Arc<dyn PhysicalExpr> {
-    Arc::new(Column::new(schema.field(index).name(), index))
-}
-
-/// Ascending, nulls first: the order the inputs are sorted in and the merge compares in.
-const ASCENDING: SortOptions = SortOptions {
-    descending: false,
-    nulls_first: true,
-};
 
 impl AsOfJoinExec {
     pub fn try_new(
@@ -345,13 +336,7 @@ impl ExecutionPlan for AsOfJoinExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions {
-                children_properties:
-                    datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
-            },
-        )
+        self.replace_children(children, recompute())
     }
 
     fn execute(
