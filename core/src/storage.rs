@@ -202,6 +202,31 @@ impl ObjectStorage {
     }
 }
 
+/// A writer of a Parquet file that ftab writes for itself and reads back soon (staged
+/// uploads, spines, an ingest's latest rows): LZ4 raw, the fastest to decode, and no
+/// dictionaries, which cost write time and rarely pay for data read once.
+pub fn scratch_parquet_writer(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    row_group_rows: usize,
+) -> datafusion::parquet::errors::Result<
+    datafusion::parquet::arrow::AsyncArrowWriter<object_store::buffered::BufWriter>,
+> {
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .build();
+    datafusion::parquet::arrow::AsyncArrowWriter::try_new(
+        object_store::buffered::BufWriter::new(store, path),
+        schema,
+        Some(properties),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use ftab_core::storage::scratch_parquet_writer;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -218,16 +217,11 @@ impl Ingests {
         prefix: &Path,
         schema: datafusion::arrow::datatypes::SchemaRef,
     ) -> Result<AsyncArrowWriter<BufWriter>> {
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::LZ4_RAW)
-            .set_dictionary_enabled(false)
-            .set_max_row_group_row_count(Some(STAGING_ROW_GROUP_ROWS))
-            .build();
-        let path = prefix.clone().join("part-00000.parquet");
-        AsyncArrowWriter::try_new(
-            BufWriter::new(self.storage.store.clone(), path),
+        scratch_parquet_writer(
+            self.storage.store.clone(),
+            prefix.clone().join("part-00000.parquet"),
             schema,
-            Some(properties),
+            STAGING_ROW_GROUP_ROWS,
         )
         .map_err(|e| Error::Internal(format!("cannot open a staging file: {e}")))
     }

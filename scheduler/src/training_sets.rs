@@ -23,8 +23,7 @@ use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::{AsyncArrowWriter, parquet_to_arrow_schema};
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use ftab_core::storage::scratch_parquet_writer;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -194,19 +193,12 @@ impl TrainingSets {
                             training_set::INTERNAL_PREFIX
                         )));
                     }
-                    let properties = WriterProperties::builder()
-                        .set_compression(Compression::LZ4_RAW)
-                        .set_dictionary_enabled(false)
-                        .set_max_row_group_row_count(Some(SPINE_ROW_GROUP_ROWS))
-                        .build();
                     writer.insert(
-                        AsyncArrowWriter::try_new(
-                            BufWriter::new(
-                                self.objects.store.clone(),
-                                prefix.clone().join("part-00000.parquet"),
-                            ),
+                        scratch_parquet_writer(
+                            self.objects.store.clone(),
+                            prefix.clone().join("part-00000.parquet"),
                             batch.schema(),
-                            Some(properties),
+                            SPINE_ROW_GROUP_ROWS,
                         )
                         .map_err(|e| Error::Internal(format!("cannot store the spine: {e}")))?,
                     )

@@ -616,15 +616,11 @@ impl PartitionWriter {
                 .clone()
                 .expect("write_latest is called only with a latest directory");
             let path = directory.join(format!("part-{}.parquet", uuid::Uuid::now_v7()));
-            let properties = WriterProperties::builder()
-                .set_compression(Compression::LZ4_RAW)
-                .set_dictionary_enabled(false)
-                .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                .build();
-            self.latest_writer = Some(AsyncArrowWriter::try_new(
-                BufWriter::new(store, path),
+            self.latest_writer = Some(crate::storage::scratch_parquet_writer(
+                store,
+                path,
                 rows.schema(),
-                Some(properties),
+                ROW_GROUP_ROWS,
             )?);
         }
         let writer = self
