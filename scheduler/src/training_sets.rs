@@ -181,18 +181,7 @@ impl TrainingSets {
             let writer = match &mut writer {
                 Some(w) => w,
                 None => {
-                    if let Some(bad) = batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .find(|f| f.name().starts_with(training_set::INTERNAL_PREFIX))
-                    {
-                        return Err(invalid(format!(
-                            "spine column `{}` starts with `{}`, which ftab reserves; rename it",
-                            bad.name(),
-                            training_set::INTERNAL_PREFIX
-                        )));
-                    }
+                    training_set::check_spine_columns(&batch.schema()).map_err(invalid)?;
                     writer.insert(
                         scratch_parquet_writer(
                             self.objects.store.clone(),

@@ -106,6 +106,21 @@ fn read_options(schema: &Schema) -> ParquetReadOptions<'_> {
         .file_extension("")
 }
 
+/// Refuses a spine with a column named like ftab's internal ones.
+pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
+    match schema
+        .fields()
+        .iter()
+        .find(|f| f.name().starts_with(INTERNAL_PREFIX))
+    {
+        Some(bad) => Err(format!(
+            "spine column `{}` starts with `{INTERNAL_PREFIX}`, which ftab reserves; rename it",
+            bad.name()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Build the physical plan of a training set.
 pub async fn build(
     planner: &Planner,
@@ -116,16 +131,8 @@ pub async fn build(
     if spine.files.is_empty() {
         return plan_err!("the spine has no files");
     }
-    if let Some(bad) = spine
-        .schema
-        .fields()
-        .iter()
-        .find(|f| f.name().starts_with(INTERNAL_PREFIX))
-    {
-        return plan_err!(
-            "spine column `{}` starts with `{INTERNAL_PREFIX}`, which ftab reserves; rename it",
-            bad.name()
-        );
+    if let Err(message) = check_spine_columns(&spine.schema) {
+        return plan_err!("{message}");
     }
 
     // The spine, with its time and every table's keys in the types the joins compare.
