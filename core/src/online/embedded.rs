@@ -126,18 +126,26 @@ impl OnlineStore for EmbeddedStore {
                             // Insert first and put the old record back in the rare case it
                             // was newer: one tree walk for the usual newer write instead of
                             // a read and a write. All inside one write transaction.
-                            let replaced = records
+                            // Only a record to put back is copied out of the store.
+                            let restore = match records
                                 .insert(key.as_slice(), record.as_slice())
                                 .map_err(store_error)?
-                                .map(|old| old.value().to_vec());
-                            match replaced {
-                                Some(old) if record_order(record)? <= record_order(&old)? => {
+                            {
+                                Some(old)
+                                    if record_order(record)? <= record_order(old.value())? =>
+                                {
+                                    Some(old.value().to_vec())
+                                }
+                                _ => None,
+                            };
+                            match restore {
+                                Some(old) => {
                                     records
                                         .insert(key.as_slice(), old.as_slice())
                                         .map_err(store_error)?;
                                     counts.skipped_older += 1;
                                 }
-                                _ => counts.written += 1,
+                                None => counts.written += 1,
                             }
                         }
                     }
