@@ -43,7 +43,6 @@ use datafusion::physical_plan::distribution_requirements::InputDistributionRequi
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, ReplaceChildrenOptions,
 };
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -127,7 +126,6 @@ pub struct IngestWriteExec {
     row_index: usize,
     column_indices: Vec<usize>,
     cache: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
 }
 
 fn index(schema: &Schema, name: &str, what: &str) -> Result<usize> {
@@ -183,7 +181,6 @@ impl IngestWriteExec {
             row_index,
             column_indices,
             cache: Arc::new(cache),
-            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -279,10 +276,6 @@ impl ExecutionPlan for IngestWriteExec {
             ingest_write_output_schema(),
             stream,
         )))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
     }
 }
 
@@ -656,7 +649,6 @@ pub struct OnlineLoadExec {
     input: Arc<dyn ExecutionPlan>,
     spec: OnlineLoadSpec,
     cache: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
 }
 
 impl OnlineLoadExec {
@@ -671,7 +663,6 @@ impl OnlineLoadExec {
             input,
             spec,
             cache: Arc::new(cache),
-            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -789,10 +780,6 @@ impl ExecutionPlan for OnlineLoadExec {
             online_load_output_schema(),
             futures::stream::once(load),
         )))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
     }
 }
 
