@@ -508,10 +508,19 @@ impl TrainingSets {
         let mut schema: Option<SchemaRef> = None;
         let mut rows = 0u64;
         let mut per_file: BTreeMap<String, Vec<TimeStats>> = BTreeMap::new();
+        // Footers go through the runtime's cache, where planning the scan finds them again.
+        let footers = self
+            .cluster
+            .planner()
+            .ctx()
+            .runtime_env()
+            .cache_manager
+            .get_file_metadata_cache();
         for (url, object) in paths {
             let unreadable =
                 |e: &dyn std::fmt::Display| invalid(format!("cannot read spine file {url}: {e}"));
             let metadata = DFParquetMetadata::new(store.as_ref(), &object)
+                .with_file_metadata_cache(Some(footers.clone()))
                 .fetch_metadata()
                 .await
                 .map_err(|e| unreadable(&e))?;
