@@ -135,7 +135,7 @@ pub async fn run(
         }
         let types = spine_types(client, &args).await?;
         let batches = crate::files::open(path, &types)?;
-        let name = SpineName::new(format!("cli_{}", uuid_like()))
+        let name = SpineName::new(format!("cli_{}", uuid::Uuid::now_v7().simple()))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let rows = Arc::new(AtomicU64::new(0));
         let progress = terminal.then(|| {
@@ -241,15 +241,6 @@ async fn spine_types(client: &mut FtabClient, args: &TrainingSetArgs) -> Result<
             .map(|(name, data_type)| Field::new(name, data_type, true))
             .collect::<Vec<_>>(),
     ))
-}
-
-/// A name part unique enough for a one-off spine.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 /// Fetch every endpoint (`args.parallel` at a time) into `args.out`, through a temporary
