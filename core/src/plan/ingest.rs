@@ -125,6 +125,8 @@ pub struct IngestWriteExec {
     timestamp_index: usize,
     row_index: usize,
     column_indices: Vec<usize>,
+    /// Where the timestamp is among `column_indices`.
+    timestamp_in_columns: usize,
     cache: Arc<PlanProperties>,
 }
 
@@ -172,6 +174,14 @@ impl IngestWriteExec {
             .iter()
             .map(|c| index(&schema, c, &what))
             .collect::<Result<Vec<_>>>()?;
+        let timestamp_in_columns = column_indices
+            .iter()
+            .position(|&i| i == timestamp_index)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "{what}: the timestamp field is not one of the table's columns"
+                ))
+            })?;
         let cache = one_row_per_partition(&input, ingest_write_output_schema());
         Ok(Self {
             input,
@@ -180,6 +190,7 @@ impl IngestWriteExec {
             timestamp_index,
             row_index,
             column_indices,
+            timestamp_in_columns,
             cache: Arc::new(cache),
         })
     }
@@ -403,16 +414,7 @@ impl PartitionWriter {
             key_indices: exec.key_indices.clone(),
             timestamp_index: exec.timestamp_index,
             column_indices: exec.column_indices.clone(),
-            timestamp_in_columns: exec
-                .column_indices
-                .iter()
-                .position(|&i| i == exec.timestamp_index)
-                .ok_or_else(|| {
-                    DataFusionError::Plan(format!(
-                        "ingest into `{}`: the timestamp field is not one of the table's columns",
-                        exec.spec.table
-                    ))
-                })?,
+            timestamp_in_columns: exec.timestamp_in_columns,
             seq: exec.spec.seq,
             ingested_at: exec.spec.ingested_at_micros,
             converter: RowConverter::new(key_fields)?,
