@@ -2,7 +2,7 @@
 //!
 //! Ballista ships plan stages to executors as protobuf; nodes DataFusion does not know are
 //! encoded by an extension codec. [`FtabCodec`] encodes ftab's nodes ([`AsOfJoinExec`],
-//! [`IngestWriteExec`], [`OnlineLoadExec`]) as tagged JSON of their specs (column names,
+//! [`BucketMergeExec`], [`IngestWriteExec`], [`OnlineLoadExec`]) as tagged JSON of their specs (column names,
 //! URLs, numbers; never data), and [`physical_codec`] composes it with Ballista's own codec.
 //! The scheduler, the in-process executor and `ftab-executor` must all use
 //! [`physical_codec`]: the position of each codec in the composition is part of the wire
@@ -19,6 +19,7 @@ use datafusion_proto::physical_plan::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::plan::bucket::{BucketMergeExec, BucketMergeSpec};
 use crate::plan::ingest::{IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec};
 use crate::plan::pit_join::{AsOfJoinExec, AsOfJoinSpec};
 
@@ -30,6 +31,7 @@ const MAGIC: &[u8] = b"ftab1:";
 #[serde(rename_all = "snake_case")]
 enum Node {
     AsOfJoin(AsOfJoinSpec),
+    BucketMerge(BucketMergeSpec),
     IngestWrite(IngestWriteSpec),
     OnlineLoad(OnlineLoadSpec),
 }
@@ -62,6 +64,7 @@ impl PhysicalExtensionCodec for FtabCodec {
         };
         Ok(match node {
             Node::AsOfJoin(spec) => Arc::new(AsOfJoinExec::try_new(input(0)?, input(1)?, spec)?),
+            Node::BucketMerge(spec) => Arc::new(BucketMergeExec::try_new(input(0)?, spec)?),
             Node::IngestWrite(spec) => Arc::new(IngestWriteExec::try_new(input(0)?, spec)?),
             Node::OnlineLoad(spec) => Arc::new(OnlineLoadExec::try_new(input(0)?, spec)?),
         })
@@ -75,6 +78,8 @@ impl PhysicalExtensionCodec for FtabCodec {
     ) -> Result<()> {
         let node = if let Some(join) = node.downcast_ref::<AsOfJoinExec>() {
             Node::AsOfJoin(join.spec().clone())
+        } else if let Some(merge) = node.downcast_ref::<BucketMergeExec>() {
+            Node::BucketMerge(merge.spec().clone())
         } else if let Some(write) = node.downcast_ref::<IngestWriteExec>() {
             Node::IngestWrite(write.spec().clone())
         } else if let Some(load) = node.downcast_ref::<OnlineLoadExec>() {
@@ -179,6 +184,7 @@ mod tests {
                     latest_directory: None,
                     seq: 3,
                     ingested_at_micros: 9,
+                    buckets: Some(2),
                 },
             )
             .unwrap(),

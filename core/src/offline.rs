@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::Error;
-use crate::plan::ingest::DATE_COLUMN;
+use crate::plan::bucket::BUCKET_COLUMN;
+use crate::plan::ingest::{DATE_COLUMN, offline_partition_columns};
 use crate::protocol::OfflineStats;
 use crate::storage::ObjectStorage;
 
@@ -54,6 +55,51 @@ fn builder(storage: &ObjectStorage, url: &Url) -> Result<DeltaTableBuilder, Erro
         .with_storage_backend(storage.store.clone(), url.clone()))
 }
 
+/// The table property holding a bucketed table's bucket count.
+pub const BUCKETS_PROPERTY: &str = "ftab.buckets";
+/// The table property holding the join keys rows are bucketed by, in hash order (JSON).
+pub const BUCKET_KEYS_PROPERTY: &str = "ftab.bucketKeys";
+
+/// How an offline table's rows are bucketed (the `_bucket` partition; see
+/// [`crate::plan::bucket`]). Fixed when the table is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucketing {
+    pub count: u32,
+    /// The join keys, in the order they are hashed.
+    pub keys: Vec<String>,
+}
+
+fn bucketing_of(metadata: &deltalake::kernel::Metadata) -> Option<Bucketing> {
+    if !metadata
+        .partition_columns()
+        .iter()
+        .any(|c| c == BUCKET_COLUMN)
+    {
+        return None;
+    }
+    let configuration = metadata.configuration();
+    let count = configuration.get(BUCKETS_PROPERTY)?.parse().ok()?;
+    let keys = serde_json::from_str(configuration.get(BUCKET_KEYS_PROPERTY)?).ok()?;
+    Some(Bucketing { count, keys })
+}
+
+/// How the rows of the next ingest into the table at `url` are bucketed: as the table
+/// says, or as `new` for a table that does not exist yet; `None` for a table created
+/// before buckets existed.
+pub async fn ingest_bucketing(
+    storage: &ObjectStorage,
+    url: &Url,
+    new: Bucketing,
+) -> Result<Option<Bucketing>, Error> {
+    match open(storage, url).await? {
+        None => Ok(Some(new)),
+        Some(table) => {
+            let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+            Ok(bucketing_of(snapshot.metadata()))
+        }
+    }
+}
+
 /// The outcome of [`commit_ingest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
@@ -70,11 +116,14 @@ pub fn ingest_app_id(ingest_id: &str) -> String {
 
 /// Commit the files one ingest wrote, in one Delta commit carrying the ingest's
 /// application transaction. Creates the table on its first commit (protocol, metadata and
-/// files together), and widens its schema when the feature table gained columns.
+/// files together; bucketed by `bucketing`, which must match the `_bucket` column of
+/// `schema`), and widens its schema when the feature table gained columns.
+#[allow(clippy::too_many_arguments)]
 pub async fn commit_ingest(
     storage: &ObjectStorage,
     url: &Url,
     schema: &Schema,
+    bucketing: Option<&Bucketing>,
     adds: Vec<Add>,
     app_id: &str,
     seq: i64,
@@ -100,7 +149,18 @@ pub async fn commit_ingest(
             )
             .create()
             .with_columns(wanted.fields().cloned())
-            .with_partition_columns([DATE_COLUMN])
+            .with_partition_columns(offline_partition_columns(bucketing.is_some()))
+            // ftab's own properties are not Delta's.
+            .with_raise_if_key_not_exists(false)
+            .with_configuration(bucketing.iter().flat_map(|b| {
+                [
+                    (BUCKETS_PROPERTY.to_string(), Some(b.count.to_string())),
+                    (
+                        BUCKET_KEYS_PROPERTY.to_string(),
+                        Some(serde_json::json!(b.keys).to_string()),
+                    ),
+                ]
+            }))
             .with_save_mode(SaveMode::ErrorIfExists)
             .with_actions(actions.clone())
             .with_commit_properties(properties().with_max_retries(0))
@@ -112,8 +172,8 @@ pub async fn commit_ingest(
                     });
                 }
                 // Created meanwhile (another attempt won the race): append below.
-                Err(_) => open(storage, url).await?.ok_or_else(|| {
-                    offline_error(url, "cannot create the table, and it does not exist")
+                Err(e) => open(storage, url).await?.ok_or_else(|| {
+                    offline_error(url, format!("cannot create the table: {e}"))
                 })?,
             }
         }
@@ -142,7 +202,7 @@ pub async fn commit_ingest(
             table.log_store(),
             DeltaOperation::Write {
                 mode: SaveMode::Append,
-                partition_by: Some(vec![DATE_COLUMN.to_string()]),
+                partition_by: Some(snapshot.metadata().partition_columns().to_vec()),
                 predicate: None,
             },
         )
@@ -220,6 +280,8 @@ pub struct OfflineFile {
     /// millisecond statistics.
     pub min_micros: Option<i64>,
     pub max_micros: Option<i64>,
+    /// The file's bucket, in a bucketed table.
+    pub bucket: Option<u32>,
 }
 
 /// The files of a table at a version.
@@ -228,6 +290,8 @@ pub struct OfflineSnapshot {
     /// `None` when the table had no commit at the requested point.
     pub version: Option<u64>,
     pub files: Vec<OfflineFile>,
+    /// How the table is bucketed, if it is.
+    pub bucketing: Option<Bucketing>,
 }
 
 /// The files of the offline table at `as_of` (latest when `None`).
@@ -240,6 +304,7 @@ pub async fn snapshot(
     let empty = OfflineSnapshot {
         version: None,
         files: Vec::new(),
+        bucketing: None,
     };
     let Some(mut table) = open(storage, url).await? else {
         return Ok(empty);
@@ -278,6 +343,7 @@ pub async fn snapshot(
     let mut files = Vec::new();
     for file in snapshot.log_data() {
         let path = file.path();
+        let partition_values = file.partition_values_map();
         let file_url = url
             .join(&path)
             .map_err(|e| offline_error(url, format!("bad file path `{path}`: {e}")))?;
@@ -295,8 +361,7 @@ pub async fn snapshot(
             url: file_url.to_string(),
             size: file.size().max(0) as u64,
             rows: file.num_records().map(|n| n as u64),
-            date: file
-                .partition_values_map()
+            date: partition_values
                 .get(DATE_COLUMN)
                 .cloned()
                 .flatten()
@@ -304,11 +369,17 @@ pub async fn snapshot(
             min_micros: stat("minValues"),
             // Delta statistics keep milliseconds: the true maximum may be 999 µs later.
             max_micros: stat("maxValues").map(|m| m.saturating_add(999)),
+            bucket: partition_values
+                .get(BUCKET_COLUMN)
+                .cloned()
+                .flatten()
+                .and_then(|b| b.parse().ok()),
         });
     }
     Ok(OfflineSnapshot {
         version: Some(snapshot.version()),
         files,
+        bucketing: bucketing_of(snapshot.metadata()),
     })
 }
 
@@ -343,6 +414,7 @@ mod tests {
             date: date.map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()),
             min_micros: min,
             max_micros: max,
+            bucket: None,
         }
     }
 

@@ -302,6 +302,8 @@ struct IngestStep<'a> {
 /// What the write job of an ingest reported.
 struct Written {
     adds: Vec<deltalake::kernel::Add>,
+    /// How the offline files were bucketed.
+    bucketing: Option<offline::Bucketing>,
     /// Rows left after dropping in-ingest duplicates.
     unique_rows: u64,
 }
@@ -384,14 +386,45 @@ impl IngestStep<'_> {
             .await
             .map_err(|e| failed("cannot plan the ingest", e))?;
         let ingest = self.ingest;
+        let keys: Vec<String> = self
+            .table
+            .join_keys(self.definitions)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        // A new table gets a bucket per partition of the cluster; an existing one keeps its
+        // own (docs/offline-store.md).
+        let bucketing = if offline {
+            let new = offline::Bucketing {
+                count: planner.ctx().state().config().target_partitions() as u32,
+                keys: keys.clone(),
+            };
+            offline::ingest_bucketing(storage, &self.offline_url(), new)
+                .await
+                .map_err(|e| failed("cannot open the offline table", e))?
+        } else {
+            None
+        };
+        // Rows hash their keys in the table's bucket order, which outlives a reordering of
+        // the entities (the set of keys cannot change within a storage generation).
+        let keys = match &bucketing {
+            Some(b) if b.keys != keys => {
+                let (mut wanted, mut have) = (b.keys.clone(), keys.clone());
+                wanted.sort();
+                have.sort();
+                if wanted != have {
+                    return Err(Stop::Permanent(format!(
+                        "the offline table is bucketed by join keys {:?}, but the table's join keys are {:?}",
+                        b.keys, keys
+                    )));
+                }
+                b.keys.clone()
+            }
+            _ => keys,
+        };
         let spec = IngestWriteSpec {
             table: ingest.table.to_string(),
-            keys: self
-                .table
-                .join_keys(self.definitions)
-                .iter()
-                .map(|k| k.to_string())
-                .collect(),
+            keys,
             timestamp: self.table.timestamp_field.to_string(),
             columns: self
                 .table
@@ -403,6 +436,7 @@ impl IngestStep<'_> {
             latest_directory: latest.then(|| storage.directory_url(&latest_prefix).to_string()),
             seq: ingest.seq as i64,
             ingested_at_micros: Utc::now().timestamp_micros(),
+            buckets: bucketing.as_ref().map(|b| b.count),
         };
         let plan = IngestWriteExec::try_new(scan, spec)
             .and_then(|node| planner.optimize(Arc::new(node)))
@@ -418,7 +452,11 @@ impl IngestStep<'_> {
                 .await
                 .map_err(|e| failed("cannot mark the latest rows complete", e))?;
         }
-        Ok(Written { adds, unique_rows })
+        Ok(Written {
+            adds,
+            bucketing,
+            unique_rows,
+        })
     }
 
     /// Submit a plan to the cluster, log its progress, and collect its (small) output.
@@ -472,7 +510,10 @@ impl IngestStep<'_> {
             .catalog
             .save_counts(&self.job_id, counts)
             .await?;
-        let schema = offline_table_schema(&self.table.arrow_schema(self.definitions));
+        let schema = offline_table_schema(
+            &self.table.arrow_schema(self.definitions),
+            written.bucketing.is_some(),
+        );
         let mut metadata = BTreeMap::new();
         metadata.insert(
             "ftab.ingest_id".to_string(),
@@ -488,6 +529,7 @@ impl IngestStep<'_> {
             storage,
             &url,
             &schema,
+            written.bucketing.as_ref(),
             written.adds,
             &app_id,
             ingest.seq as i64,

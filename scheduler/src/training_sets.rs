@@ -35,7 +35,7 @@ use ftab_core::definitions::{FeatureRef, FeatureTable};
 use ftab_core::names::SpineName;
 use ftab_core::offline::{self, prune};
 use ftab_core::plan::ingest::SEQ_COLUMN;
-use ftab_core::plan::training_set::{self, SpineInput, TableInput};
+use ftab_core::plan::training_set::{self, FileBuckets, SpineInput, TableInput};
 use ftab_core::protocol::{
     SpineInfo, SpineSource, TrainingSetInfo, TrainingSetRequest, TrainingSetTable,
     TrainingSetTicket, WorkspaceKind,
@@ -294,19 +294,34 @@ impl TrainingSets {
                 .cloned()
                 .collect();
             fields.push(Arc::new(Field::new(SEQ_COLUMN, DataType::Int64, false)));
+            let keys: Vec<String> = table
+                .join_keys(&state.definitions)
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            // The bucket merge reads the files only if the table is bucketed by the keys in
+            // the order the join sorts them in.
+            let buckets = match &snapshot.bucketing {
+                Some(b) if b.keys == keys => files
+                    .iter()
+                    .map(|f| f.bucket)
+                    .collect::<Option<Vec<u32>>>()
+                    .map(|of_files| FileBuckets {
+                        count: b.count,
+                        of_files,
+                    }),
+                _ => None,
+            };
             tables.push(TableInput {
                 table: table.name.to_string(),
                 files: files.into_iter().map(|f| f.url).collect(),
                 schema: Arc::new(Schema::new(fields)),
-                keys: table
-                    .join_keys(&state.definitions)
-                    .iter()
-                    .map(|k| (k.to_string(), k.to_string()))
-                    .collect(),
+                keys: keys.iter().map(|k| (k.clone(), k.clone())).collect(),
                 timestamp: table.timestamp_field.to_string(),
                 ttl_micros: ttl,
                 features: features.iter().cloned().zip(names).collect(),
                 time_range,
+                buckets,
             });
         }
 

@@ -92,7 +92,10 @@ def test_pyarrow_ingest_then_deltalake_reads_the_offline_table(client):
     location = urllib.parse.urlparse(described["offline_location"])
     assert location.scheme == "file"
     table = deltalake.DeltaTable(urllib.parse.unquote(location.path))
-    assert table.metadata().partition_columns == ["_date"]
+    # Partitioned by date, then by bucket: a hash of the join keys (docs/offline-store.md).
+    assert table.metadata().partition_columns == ["_date", "_bucket"]
+    buckets = int(table.metadata().configuration["ftab.buckets"])
+    assert json.loads(table.metadata().configuration["ftab.bucketKeys"]) == ["user_id"]
     data = table.to_pyarrow_table().sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
     rows = [
         (r["user_id"], r["timestamp"], r["user_login_count_7d"], r["_seq"], r["_date"])
@@ -106,6 +109,9 @@ def test_pyarrow_ingest_then_deltalake_reads_the_offline_table(client):
     assert data.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert data.schema.field("user_login_count_7d").type == pa.int64()
     assert all(r["_ingested_at"] is not None for r in data.to_pylist())
+    assert all(0 <= r["_bucket"] < buckets for r in data.to_pylist())
+    # One key, one bucket.
+    assert len({r["_bucket"] for r in data.to_pylist() if r["user_id"] == "a"}) == 1
 
     # The online record of `a` is the later write.
     listing = list(client.list_flights(workspace.encode()))

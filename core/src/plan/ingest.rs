@@ -56,6 +56,7 @@ use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::bucket::{BUCKET_COLUMN, bucket_ids, canonical_key_type};
 use super::{ASCENDING, column, recompute};
 use crate::online::{OnlineStoreHandle, OnlineTable, WriteCounts};
 
@@ -66,6 +67,15 @@ pub const INGESTED_AT_COLUMN: &str = "_ingested_at";
 pub const DATE_COLUMN: &str = "_date";
 /// A row's position in its ingest: the last tie-breaker of the write order.
 pub const ROW_COLUMN: &str = "_row";
+
+/// The partition columns of an offline table: `_date`, then `_bucket` if it is bucketed.
+pub fn offline_partition_columns(bucketed: bool) -> Vec<String> {
+    let mut columns = vec![DATE_COLUMN.to_string()];
+    if bucketed {
+        columns.push(BUCKET_COLUMN.to_string());
+    }
+    columns
+}
 
 /// Rows per Parquet row group in the latest-rows files and offline files.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -91,6 +101,10 @@ pub struct IngestWriteSpec {
     pub seq: i64,
     /// `_ingested_at` of every row (UTC microseconds).
     pub ingested_at_micros: i64,
+    /// The offline table's bucket count: rows get a `_bucket` partition (see
+    /// [`super::bucket`]). `None` for tables created before buckets existed.
+    #[serde(default)]
+    pub buckets: Option<u32>,
 }
 
 /// The output of [`IngestWriteExec`]: one row per partition.
@@ -103,9 +117,9 @@ pub fn ingest_write_output_schema() -> SchemaRef {
     ]))
 }
 
-/// The schema of an offline Delta table: the table's columns, `_seq`, `_ingested_at`
-/// and the `_date` partition.
-pub fn offline_table_schema(table_columns: &Schema) -> SchemaRef {
+/// The schema of an offline Delta table: the table's columns, `_seq`, `_ingested_at`,
+/// the `_date` partition and, for bucketed tables, the `_bucket` partition.
+pub fn offline_table_schema(table_columns: &Schema, bucketed: bool) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = table_columns.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(SEQ_COLUMN, DataType::Int64, false)));
     fields.push(Arc::new(Field::new(
@@ -114,6 +128,9 @@ pub fn offline_table_schema(table_columns: &Schema) -> SchemaRef {
         false,
     )));
     fields.push(Arc::new(Field::new(DATE_COLUMN, DataType::Date32, false)));
+    if bucketed {
+        fields.push(Arc::new(Field::new(BUCKET_COLUMN, DataType::Int32, false)));
+    }
     Arc::new(Schema::new(fields))
 }
 
@@ -127,6 +144,8 @@ pub struct IngestWriteExec {
     column_indices: Vec<usize>,
     /// Where the timestamp is among `column_indices`.
     timestamp_in_columns: usize,
+    /// Where the join keys are among `column_indices`.
+    keys_in_columns: Vec<usize>,
     cache: Arc<PlanProperties>,
 }
 
@@ -182,6 +201,31 @@ impl IngestWriteExec {
                     "{what}: the timestamp field is not one of the table's columns"
                 ))
             })?;
+        let keys_in_columns = key_indices
+            .iter()
+            .map(|k| {
+                column_indices.iter().position(|i| i == k).ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "{what}: a join key is not one of the table's columns"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(count) = spec.buckets {
+            if count == 0 || count > i32::MAX as u32 {
+                return plan_err!("{what}: bucket count {count} is out of range");
+            }
+            for &k in &key_indices {
+                let field = schema.field(k);
+                if canonical_key_type(field.data_type()).is_none() {
+                    return plan_err!(
+                        "{what}: cannot bucket by join key `{}` of type {}",
+                        field.name(),
+                        field.data_type()
+                    );
+                }
+            }
+        }
         let cache = one_row_per_partition(&input, ingest_write_output_schema());
         Ok(Self {
             input,
@@ -191,6 +235,7 @@ impl IngestWriteExec {
             row_index,
             column_indices,
             timestamp_in_columns,
+            keys_in_columns,
             cache: Arc::new(cache),
         })
     }
@@ -329,6 +374,9 @@ struct PartitionWriter {
     column_indices: Vec<usize>,
     /// Where the timestamp is among the table's columns.
     timestamp_in_columns: usize,
+    /// Where the join keys are among the table's columns.
+    keys_in_columns: Vec<usize>,
+    buckets: Option<u32>,
     seq: i64,
     ingested_at: i64,
     converter: RowConverter,
@@ -360,7 +408,7 @@ impl PartitionWriter {
             Some(url) => {
                 let (store, path) = store_for(context, url)?;
                 let table_store: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(store, path));
-                let schema = offline_table_schema(&table_columns);
+                let schema = offline_table_schema(&table_columns, exec.spec.buckets.is_some());
                 // Dictionary encoding only for non-key text columns (categorical features):
                 // keys and numbers rarely repeat enough to pay for it, and trying costs
                 // about half of the write time (docs/offline-store.md).
@@ -382,7 +430,7 @@ impl PartitionWriter {
                 let properties = properties.build();
                 let config = deltalake::datafile::writer::WriterConfig::new(
                     schema.clone(),
-                    vec![DATE_COLUMN.to_string()],
+                    offline_partition_columns(exec.spec.buckets.is_some()),
                     Some(properties),
                     std::num::NonZeroU64::new(TARGET_FILE_BYTES),
                     None,
@@ -415,6 +463,8 @@ impl PartitionWriter {
             timestamp_index: exec.timestamp_index,
             column_indices: exec.column_indices.clone(),
             timestamp_in_columns: exec.timestamp_in_columns,
+            keys_in_columns: exec.keys_in_columns.clone(),
+            buckets: exec.spec.buckets,
             seq: exec.spec.seq,
             ingested_at: exec.spec.ingested_at_micros,
             converter: RowConverter::new(key_fields)?,
@@ -594,6 +644,14 @@ impl PartitionWriter {
             TimestampMicrosecondArray::from(vec![self.ingested_at; n]).with_timezone("UTC"),
         ));
         columns.push(Arc::new(dates));
+        if let Some(count) = self.buckets {
+            let keys: Vec<ArrayRef> = self
+                .keys_in_columns
+                .iter()
+                .map(|&i| rows.column(i).clone())
+                .collect();
+            columns.push(Arc::new(bucket_ids(&keys, count)?));
+        }
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         writer
             .write(&batch)
@@ -915,6 +973,7 @@ mod tests {
                 latest_directory: Some("memory:///latest/".into()),
                 seq: 7,
                 ingested_at_micros: 1,
+                buckets: Some(3),
             };
             let exec = Arc::new(IngestWriteExec::try_new(input(batch_rows), spec).unwrap());
             let out = collect(exec, ctx.task_ctx()).await.unwrap();
@@ -937,7 +996,21 @@ mod tests {
                         .contains("\"numRecords\"")
                 );
                 let path = Path::from(format!("offline/t/{}", add.path));
-                offline.extend(values(&ctx, &path).await);
+                let rows = values(&ctx, &path).await;
+                // Every file holds one bucket, named in its partition values, and its
+                // rows' keys hash to it.
+                let bucket: i32 = add.partition_values["_bucket"]
+                    .as_deref()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(add.path.contains(&format!("/_bucket={bucket}/")), "{}", add.path);
+                let keys: ArrayRef = Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|(k, _)| k.as_str()),
+                ));
+                let ids = bucket_ids(&[keys], 3).unwrap();
+                assert!(ids.values().iter().all(|&b| b == bucket), "{ids:?} in {}", add.path);
+                offline.extend(rows);
             }
             offline.sort();
             assert_eq!(

@@ -10,6 +10,7 @@
 //! shuffles and sorts the nodes require. The scheduler submits the result to Ballista,
 //! which cuts it into stages at the shuffles.
 
+pub mod bucket;
 pub mod ingest;
 pub mod pit_join;
 pub mod training_set;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use ballista_core::extension::SessionConfigHelperExt;
 use datafusion::common::Result;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::DefaultPhysicalPlanner;
@@ -62,6 +64,10 @@ pub fn max_spill_merge_fan_in(target_partitions: usize, memory_limit: u64) -> us
 /// task's sorts and room to sort between spills.
 pub const MIN_MEMORY_PER_PARTITION: u64 = 4 << 20;
 
+/// What a bucket merge is allowed per open file: a Parquet row group's column chunks and a
+/// decoded batch with its sort keys, with room to spare.
+pub const MERGE_BYTES_PER_FILE: u64 = 4 << 20;
+
 /// Ascending, nulls first: the order ftab's nodes sort and compare keys in.
 pub(crate) const ASCENDING: datafusion::arrow::compute::SortOptions =
     datafusion::arrow::compute::SortOptions {
@@ -104,6 +110,23 @@ impl Planner {
             .build();
         Self {
             ctx: SessionContext::new_with_state(state),
+        }
+    }
+
+    /// How many partitions plans have.
+    pub fn partitions(&self) -> usize {
+        self.ctx.state().config().target_partitions()
+    }
+
+    /// The most files one bucket merge may open at once: a partition's share of the
+    /// memory limit at [`MERGE_BYTES_PER_FILE`] each. Beyond it the table is shuffled and
+    /// sorted instead, which spills.
+    pub fn max_merge_files(&self) -> usize {
+        match self.ctx.runtime_env().memory_pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => {
+                (bytes as u64 / self.partitions() as u64 / MERGE_BYTES_PER_FILE) as usize
+            }
+            _ => usize::MAX,
         }
     }
 

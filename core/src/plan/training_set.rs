@@ -27,6 +27,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::ParquetReadOptions;
 
 use super::Planner;
+use super::bucket::{BucketMergeExec, BucketMergeSpec};
 use super::ingest::SEQ_COLUMN;
 use super::pit_join::{AsOfJoinExec, AsOfJoinSpec};
 
@@ -61,6 +62,58 @@ pub struct TableInput {
     /// Only feature rows with a timestamp in this range can be picked (UTC µs,
     /// inclusive); rows outside it are filtered at the scan.
     pub time_range: Option<(i64, i64)>,
+    /// The files' buckets, when the table is bucketed by `keys` in this order.
+    pub buckets: Option<FileBuckets>,
+}
+
+/// The buckets of a bucketed table's files ([`super::bucket`]).
+#[derive(Debug, Clone)]
+pub struct FileBuckets {
+    pub count: u32,
+    /// The bucket of each file, in the order of [`TableInput::files`].
+    pub of_files: Vec<u32>,
+}
+
+/// How a table's feature rows reach its join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeaturePath {
+    /// Each bucket's sorted files merged in place: no shuffle, no sort.
+    BucketMerge,
+    /// Hash-shuffled by the keys and sorted.
+    Shuffle,
+}
+
+impl TableInput {
+    /// Whether the bucket merge can read this table in a plan of `partitions` partitions
+    /// that lets a merge open `max_files` files: the buckets must be the partitions, the
+    /// keys hash alike on both sides, and no bucket may hold more files than that.
+    fn path(&self, partitions: usize, max_files: usize) -> FeaturePath {
+        let Some(buckets) = &self.buckets else {
+            return FeaturePath::Shuffle;
+        };
+        if buckets.count as usize != partitions || buckets.of_files.len() != self.files.len() {
+            return FeaturePath::Shuffle;
+        }
+        // The spine is shuffled in the table's key types; the files were bucketed in the
+        // canonical ones. They agree when the table's types are canonical.
+        let canonical = self.keys.iter().all(|(_, k)| {
+            self.schema.field_with_name(k).is_ok_and(|f| {
+                super::bucket::canonical_key_type(f.data_type()).as_ref() == Some(f.data_type())
+            })
+        });
+        let mut per_bucket = vec![0usize; partitions];
+        for &b in &buckets.of_files {
+            match per_bucket.get_mut(b as usize) {
+                Some(n) => *n += 1,
+                None => return FeaturePath::Shuffle,
+            }
+        }
+        if canonical && per_bucket.iter().all(|&n| n <= max_files) {
+            FeaturePath::BucketMerge
+        } else {
+            FeaturePath::Shuffle
+        }
+    }
 }
 
 fn column(name: &str) -> Expr {
@@ -196,7 +249,24 @@ pub async fn build(
                         .and(column(&table.timestamp).lt_eq(micros(high))),
                 )?;
             }
-            df.select(selected)?.create_physical_plan().await?
+            let scan = df.select(selected)?.create_physical_plan().await?;
+            let merged = match (&table.buckets, table.path(planner.partitions(), planner.max_merge_files())) {
+                (Some(buckets), FeaturePath::BucketMerge) => {
+                    let keys: Vec<String> = table.keys.iter().map(|(_, k)| k.clone()).collect();
+                    let mut order = keys.clone();
+                    order.push(table.timestamp.clone());
+                    order.push(SEQ_COLUMN.to_string());
+                    BucketMergeExec::over_scan(
+                        scan.clone(),
+                        &table.files,
+                        &buckets.of_files,
+                        buckets.count,
+                        BucketMergeSpec { keys, order },
+                    )?
+                }
+                _ => None,
+            };
+            merged.unwrap_or(scan)
         };
         let spec = AsOfJoinSpec {
             table: table.table.clone(),

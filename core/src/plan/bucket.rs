@@ -1,0 +1,335 @@
+//! Bucketed offline files and the node that reads them without a shuffle.
+//!
+//! An ingest writes each offline row with `_bucket`, a hash of its join keys modulo the
+//! table's bucket count, as a second Delta partition column under `_date`
+//! (docs/offline-store.md). The hash is DataFusion's and Ballista's hash repartitioning,
+//! computed on the keys in their canonical types ([`canonical_key_type`]), so bucket `b`
+//! holds exactly the rows a hash shuffle into `count` partitions sends to partition `b`.
+//! And an ingest writes each file sorted by (keys, timestamp): the ingest writer receives
+//! its partition sorted, and `_seq` is one value per ingest.
+//!
+//! A training set over such a table does not shuffle or sort the feature rows:
+//! [`BucketMergeExec`] reads the files of bucket `b` as partition `b`, each file a sorted
+//! run, and merges them into one stream sorted by (keys, timestamp, `_seq`). Only the spine
+//! is shuffled, into the same buckets.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int32Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::hash_utils::create_hashes;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
+};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
+use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, EmptyRecordBatchStream, ExecutionPlan, Partitioning,
+    PlanProperties, apply_expression_roots,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{ASCENDING, recompute};
+
+/// The partition column holding a row's bucket (int32).
+pub const BUCKET_COLUMN: &str = "_bucket";
+
+/// The type a join key is hashed in for its bucket, or `None` for types ftab does not
+/// bucket by. Int32 hashes as int64, so widening an int32 key keeps every row's bucket.
+pub fn canonical_key_type(data_type: &DataType) -> Option<DataType> {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+        DataType::Int32 | DataType::Int64 => Some(DataType::Int64),
+        _ => None,
+    }
+}
+
+/// The bucket of every row of `keys` (join key columns, in the table's key order) among
+/// `count` buckets.
+pub fn bucket_ids(keys: &[ArrayRef], count: u32) -> Result<Int32Array> {
+    if count == 0 || count > i32::MAX as u32 {
+        return internal_err!("bucket count {count} is out of range");
+    }
+    let canonical = keys
+        .iter()
+        .map(|array| {
+            let wanted = canonical_key_type(array.data_type()).ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "cannot bucket by a join key of type {}",
+                    array.data_type()
+                ))
+            })?;
+            if array.data_type() == &wanted {
+                Ok(array.clone())
+            } else {
+                Ok(cast(array, &wanted)?)
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let rows = keys.first().map_or(0, |k| k.len());
+    let mut hashes = vec![0u64; rows];
+    create_hashes(&canonical, REPARTITION_RANDOM_STATE.random_state(), &mut hashes)?;
+    Ok(hashes
+        .iter()
+        .map(|h| (h % u64::from(count)) as i32)
+        .collect())
+}
+
+/// What a [`BucketMergeExec`] merges by: columns of its input, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketMergeSpec {
+    /// The join keys, in the table's key order (the order they were hashed in).
+    pub keys: Vec<String>,
+    /// The order every file is sorted in and the output is merged in: the keys, then the
+    /// timestamp and `_seq`.
+    pub order: Vec<String>,
+}
+
+/// Reads bucketed offline files: output partition `b` is the merge of the files of the
+/// input's file group `b`, each file read as its own sorted stream.
+///
+/// The input is a Parquet [`DataSourceExec`] with one file group per bucket (whole files,
+/// never ranges). Its output is hash-partitioned by the keys like a shuffle into that many
+/// partitions, and sorted by [`BucketMergeSpec::order`]. Ballista restricts the input of a
+/// task to the task's file groups, so a task merges exactly its bucket's files.
+#[derive(Debug)]
+pub struct BucketMergeExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: BucketMergeSpec,
+    ordering: LexOrdering,
+    metrics: ExecutionPlanMetricsSet,
+    cache: Arc<PlanProperties>,
+}
+
+fn scan_config(input: &Arc<dyn ExecutionPlan>) -> Result<&FileScanConfig> {
+    input
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|exec| {
+            let source: &dyn std::any::Any = exec.data_source().as_ref();
+            source.downcast_ref::<FileScanConfig>()
+        })
+        .ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "BucketMergeExec reads a file scan, not {}",
+                input.name()
+            ))
+        })
+}
+
+impl BucketMergeExec {
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: BucketMergeSpec) -> Result<Self> {
+        scan_config(&input)?;
+        let schema = input.schema();
+        let find = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
+            let index = schema.index_of(name).map_err(|_| {
+                DataFusionError::Plan(format!("the bucketed scan has no column `{name}`"))
+            })?;
+            Ok(super::column(&schema, index))
+        };
+        let keys = spec
+            .keys
+            .iter()
+            .map(|k| find(k))
+            .collect::<Result<Vec<_>>>()?;
+        let ordering = LexOrdering::new(
+            spec.order
+                .iter()
+                .map(|c| Ok(PhysicalSortExpr::new(find(c)?, ASCENDING)))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .ok_or_else(|| DataFusionError::Plan("a bucket merge needs an order".into()))?;
+        let partitions = input.properties().output_partitioning().partition_count();
+        let cache = PlanProperties::new(
+            EquivalenceProperties::new_with_orderings(schema, [ordering.clone()]),
+            Partitioning::Hash(keys, partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            input,
+            spec,
+            ordering,
+            metrics: ExecutionPlanMetricsSet::new(),
+            cache: Arc::new(cache),
+        })
+    }
+
+    pub fn spec(&self) -> &BucketMergeSpec {
+        &self.spec
+    }
+
+    /// Group `files` (URLs) of a scan into one group per bucket, `buckets[i]` being the
+    /// bucket of `files[i]`, and put [`BucketMergeExec`] over it.
+    ///
+    /// `scan` is DataFusion's plan of a filtered Parquet scan over those files; its one
+    /// `DataSourceExec` is replaced, everything above it kept. `None` when the plan has
+    /// another shape (then the caller shuffles instead).
+    pub fn over_scan(
+        scan: Arc<dyn ExecutionPlan>,
+        files: &[String],
+        buckets: &[u32],
+        count: u32,
+        spec: BucketMergeSpec,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Ok(config) = scan_config(&scan) {
+            let mut bucket_of = std::collections::HashMap::new();
+            for (file, &bucket) in files.iter().zip(buckets) {
+                let path = object_store::path::Path::from_url_path(
+                    url::Url::parse(file)
+                        .map_err(|e| DataFusionError::Plan(format!("bad file URL {file}: {e}")))?
+                        .path(),
+                )
+                .map_err(|e| DataFusionError::Plan(format!("bad file URL {file}: {e}")))?;
+                bucket_of.insert(path, bucket);
+            }
+            let mut groups: Vec<Vec<_>> = vec![Vec::new(); count as usize];
+            let mut seen = std::collections::HashSet::new();
+            for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+                // DataFusion may have split a file into ranges: a merge reads it whole.
+                if !seen.insert(file.object_meta.location.clone()) {
+                    continue;
+                }
+                let Some(&bucket) = bucket_of.get(&file.object_meta.location) else {
+                    return Ok(None);
+                };
+                let mut whole = file.clone();
+                whole.range = None;
+                match groups.get_mut(bucket as usize) {
+                    Some(group) => group.push(whole),
+                    None => return Ok(None),
+                }
+            }
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .build();
+            let exec = Self::try_new(DataSourceExec::from_data_source(config), spec)?;
+            return Ok(Some(Arc::new(exec)));
+        }
+        // Only nodes that keep rows in order and in their partition may sit above the scan.
+        let kept = scan.maintains_input_order().iter().all(|&m| m)
+            && scan.children().len() == 1
+            && !matches!(
+                scan.name(),
+                "RepartitionExec" | "CoalescePartitionsExec" | "SortExec"
+            );
+        if !kept {
+            return Ok(None);
+        }
+        let child = scan.children()[0].clone();
+        match Self::over_scan(child, files, buckets, count, spec)? {
+            Some(child) => Ok(Some(scan.replace_children(vec![child], recompute())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl DisplayAs for BucketMergeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "BucketMergeExec: buckets={}, order=[{}]",
+            self.cache.partitioning.partition_count(),
+            self.spec.order.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for BucketMergeExec {
+    fn name(&self) -> &str {
+        "BucketMergeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.cache
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        // The file groups are the buckets: never regroup them.
+        vec![false]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(self.ordering.iter().map(|e| &e.expr), f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children).map_err(|c: Vec<_>| {
+            DataFusionError::Internal(format!("BucketMergeExec has one input, got {}", c.len()))
+        })?;
+        Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, recompute())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let config = scan_config(&self.input)?;
+        let Some(group) = config.file_groups.get(partition) else {
+            return internal_err!(
+                "BucketMergeExec has {} buckets, asked for partition {partition}",
+                config.file_groups.len()
+            );
+        };
+        let streams = group
+            .iter()
+            .map(|file| {
+                let one = FileScanConfigBuilder::from(config.clone())
+                    .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
+                    .build();
+                DataSourceExec::from_data_source(one).execute(0, context.clone())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if streams.is_empty() {
+            return Ok(Box::pin(EmptyRecordBatchStream::new(self.schema())));
+        }
+        let reservation = MemoryConsumer::new(format!("BucketMergeExec[{partition}]"))
+            .register(context.memory_pool());
+        StreamingMergeBuilder::new()
+            .with_streams(streams)
+            .with_schema(self.schema())
+            .with_expressions(&self.ordering)
+            .with_metrics(BaselineMetrics::new(&self.metrics, partition))
+            .with_batch_size(context.session_config().batch_size())
+            .with_reservation(reservation)
+            .build()
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
