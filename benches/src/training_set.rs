@@ -295,8 +295,8 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     );
     for table in &metadata.tables {
         println!(
-            "  {}: version {:?}, {} of {} files read",
-            table.table, table.delta_version, table.files_read, table.files_total
+            "  {}: version {:?}, {} of {} files read, by {:?}",
+            table.table, table.delta_version, table.files_read, table.files_total, table.read_by
         );
     }
     Ok(())

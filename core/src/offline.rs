@@ -172,9 +172,9 @@ pub async fn commit_ingest(
                     });
                 }
                 // Created meanwhile (another attempt won the race): append below.
-                Err(e) => open(storage, url).await?.ok_or_else(|| {
-                    offline_error(url, format!("cannot create the table: {e}"))
-                })?,
+                Err(e) => open(storage, url)
+                    .await?
+                    .ok_or_else(|| offline_error(url, format!("cannot create the table: {e}")))?,
             }
         }
     };

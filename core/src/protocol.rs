@@ -402,6 +402,12 @@ pub struct TrainingSetTable {
     /// Data files read after pruning, and in the version.
     pub files_read: u64,
     pub files_total: u64,
+    /// How the join reads the table's rows: `bucket_merge` (each bucket's sorted files
+    /// merged in place) or `shuffle` (hash-shuffled and sorted; older tables, a
+    /// parallelism other than the table's bucket count, or too many files per bucket for
+    /// the memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_by: Option<crate::plan::training_set::FeaturePath>,
 }
 
 /// The `app_metadata` of a training set's FlightInfo.

@@ -286,6 +286,7 @@ impl TrainingSets {
                 delta_version: snapshot.version,
                 files_read: files.len() as u64,
                 files_total: total,
+                read_by: None,
             });
             let mut fields: Vec<Arc<Field>> = table
                 .arrow_schema(&state.definitions)
@@ -336,6 +337,10 @@ impl TrainingSets {
         )
         .await
         .map_err(|e| invalid(format!("cannot plan the training set: {e}")))?;
+        for (info, path) in table_infos.iter_mut().zip(&plan.paths) {
+            info.read_by = Some(*path);
+        }
+        let plan = plan.plan;
         let schema = plan.schema();
         tracing::debug!(plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(false), "training set plan");
         let id = uuid::Uuid::now_v7().to_string();
@@ -379,7 +384,7 @@ impl TrainingSets {
             workspace = %state.name,
             rows = spine.rows,
             partitions,
-            tables = ?table_infos.iter().map(|t| (t.table.as_str(), t.delta_version, t.files_read, t.files_total)).collect::<Vec<_>>(),
+            tables = ?table_infos.iter().map(|t| (t.table.as_str(), t.delta_version, t.files_read, t.files_total, t.read_by)).collect::<Vec<_>>(),
             "training set submitted"
         );
         Ok(Started {

@@ -711,6 +711,15 @@ schema = [
         );
     }
     assert_eq!(info["rows"], spine.len() as u64);
+    // A table ingested here is bucketed: the join merges its buckets' sorted files, unless
+    // the memory limit cannot hold a merge of that many files; then it shuffles and sorts.
+    // Both ways must give the reference's rows.
+    let read_by = if memory_limit.is_some() {
+        "shuffle"
+    } else {
+        "bucket_merge"
+    };
+    assert_eq!(info["tables"][0]["read_by"], read_by, "{info}");
 
     let mut got: Vec<(String, i64, Option<i64>)> = Vec::new();
     for batch in &batches {

@@ -1004,12 +1004,20 @@ mod tests {
                     .unwrap()
                     .parse()
                     .unwrap();
-                assert!(add.path.contains(&format!("/_bucket={bucket}/")), "{}", add.path);
+                assert!(
+                    add.path.contains(&format!("/_bucket={bucket}/")),
+                    "{}",
+                    add.path
+                );
                 let keys: ArrayRef = Arc::new(StringArray::from_iter_values(
                     rows.iter().map(|(k, _)| k.as_str()),
                 ));
                 let ids = bucket_ids(&[keys], 3).unwrap();
-                assert!(ids.values().iter().all(|&b| b == bucket), "{ids:?} in {}", add.path);
+                assert!(
+                    ids.values().iter().all(|&b| b == bucket),
+                    "{ids:?} in {}",
+                    add.path
+                );
                 offline.extend(rows);
             }
             offline.sort();

@@ -75,7 +75,8 @@ pub struct FileBuckets {
 }
 
 /// How a table's feature rows reach its join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FeaturePath {
     /// Each bucket's sorted files merged in place: no shuffle, no sort.
     BucketMerge,
@@ -174,12 +175,18 @@ pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
     }
 }
 
+/// A training set's physical plan, and how it reads each table (in request order).
+pub struct TrainingSetPlan {
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub paths: Vec<FeaturePath>,
+}
+
 /// Build the physical plan of a training set.
 pub async fn build(
     planner: &Planner,
     spine: SpineInput,
     tables: Vec<TableInput>,
-) -> Result<Arc<dyn ExecutionPlan>> {
+) -> Result<TrainingSetPlan> {
     let ctx = planner.ctx();
     if spine.files.is_empty() {
         return plan_err!("the spine has no files");
@@ -223,6 +230,7 @@ pub async fn build(
     let mut plan = spine_df.create_physical_plan().await?;
 
     let mut outputs: Vec<String> = Vec::new();
+    let mut paths = Vec::new();
     for (j, table) in tables.iter().enumerate() {
         let mut selected: Vec<Expr> = table.keys.iter().map(|(_, k)| column(k)).collect();
         selected.push(column(&table.timestamp));
@@ -237,6 +245,7 @@ pub async fn build(
                 .chain(table.features.iter().map(|(f, _)| f.as_str()))
                 .map(|name| table.schema.field_with_name(name).cloned())
                 .collect::<std::result::Result<_, _>>()?;
+            paths.push(FeaturePath::Shuffle);
             Arc::new(EmptyExec::new(Arc::new(Schema::new(fields)))) as Arc<dyn ExecutionPlan>
         } else {
             let mut df = ctx
@@ -250,7 +259,10 @@ pub async fn build(
                 )?;
             }
             let scan = df.select(selected)?.create_physical_plan().await?;
-            let merged = match (&table.buckets, table.path(planner.partitions(), planner.max_merge_files())) {
+            let merged = match (
+                &table.buckets,
+                table.path(planner.partitions(), planner.max_merge_files()),
+            ) {
                 (Some(buckets), FeaturePath::BucketMerge) => {
                     let keys: Vec<String> = table.keys.iter().map(|(_, k)| k.clone()).collect();
                     let mut order = keys.clone();
@@ -266,7 +278,16 @@ pub async fn build(
                 }
                 _ => None,
             };
-            merged.unwrap_or(scan)
+            match merged {
+                Some(merged) => {
+                    paths.push(FeaturePath::BucketMerge);
+                    merged
+                }
+                None => {
+                    paths.push(FeaturePath::Shuffle);
+                    scan
+                }
+            }
         };
         let spec = AsOfJoinSpec {
             table: table.table.clone(),
@@ -299,5 +320,8 @@ pub async fn build(
         })
         .collect::<Result<_>>()?;
     let plan = Arc::new(ProjectionExec::try_new(keep, plan)?);
-    planner.optimize(plan)
+    Ok(TrainingSetPlan {
+        plan: planner.optimize(plan)?,
+        paths,
+    })
 }
