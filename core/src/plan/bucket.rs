@@ -465,18 +465,19 @@ mod tests {
                 expected[bucket as usize].extend(mine);
             }
         }
-        let scan = ctx
-            .read_parquet(files.clone(), ParquetReadOptions::default())
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let scan = || async {
+            ctx.read_parquet(files.clone(), ParquetReadOptions::default())
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap()
+        };
         let spec = BucketMergeSpec {
             keys: vec!["k".into()],
             order: vec!["k".into(), "n".into(), "v".into()],
         };
-        let plan = BucketMergeExec::over_scan(scan, &files, &buckets, 2, spec)
+        let plan = BucketMergeExec::over_scan(scan().await, &files, &buckets, 2, spec)
             .unwrap()
             .expect("a plain scan takes a bucket merge");
         let plan = planner.optimize(plan).unwrap();
@@ -511,19 +512,12 @@ mod tests {
             assert_eq!(got, want, "bucket {bucket} comes out merged in order");
         }
         // A file the buckets do not name: no bucket merge.
-        let scan = ctx
-            .read_parquet(files.clone(), ParquetReadOptions::default())
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
         let spec = BucketMergeSpec {
             keys: vec!["k".into()],
             order: vec!["k".into()],
         };
         assert!(
-            BucketMergeExec::over_scan(scan, &files[1..], &buckets[1..], 2, spec)
+            BucketMergeExec::over_scan(scan().await, &files[1..], &buckets[1..], 2, spec)
                 .unwrap()
                 .is_none()
         );
