@@ -83,15 +83,15 @@ fn bucketing_of(metadata: &deltalake::kernel::Metadata) -> Option<Bucketing> {
     Some(Bucketing { count, keys })
 }
 
-/// How the rows of the next ingest into the table at `url` are bucketed: as the table
-/// says, or as `new` for a table that does not exist yet; `None` for a table created
-/// before buckets existed.
-pub async fn ingest_bucketing(
-    storage: &ObjectStorage,
+/// How the rows of the next ingest into `table` (opened with [`open`]) are bucketed: as
+/// the table says, or as `new` for a table that does not exist yet; `None` for a table
+/// created before buckets existed.
+pub fn ingest_bucketing(
+    table: Option<&DeltaTable>,
     url: &Url,
     new: Bucketing,
 ) -> Result<Option<Bucketing>, Error> {
-    match open(storage, url).await? {
+    match table {
         None => Ok(Some(new)),
         Some(table) => {
             let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;

@@ -351,9 +351,13 @@ impl IngestStep<'_> {
     }
 
     /// Run the write job: dedupe the ingest on the executors, write the survivors as
-    /// offline files (uncommitted) if `offline`, and the latest row per key beside the
-    /// staged data if `latest`.
-    async fn write(&self, offline: bool, latest: bool) -> std::result::Result<Written, Stop> {
+    /// offline files (uncommitted) if `offline` is given, bucketed as it says, and the latest
+    /// row per key beside the staged data if `latest`.
+    async fn write(
+        &self,
+        offline: Option<Option<offline::Bucketing>>,
+        latest: bool,
+    ) -> std::result::Result<Written, Stop> {
         let storage = &self.runner.storage;
         let latest_prefix = self.latest_prefix()?;
         if latest {
@@ -386,42 +390,7 @@ impl IngestStep<'_> {
             .await
             .map_err(|e| failed("cannot plan the ingest", e))?;
         let ingest = self.ingest;
-        let keys: Vec<String> = self
-            .table
-            .join_keys(self.definitions)
-            .iter()
-            .map(|k| k.to_string())
-            .collect();
-        // A new table gets a bucket per partition of the cluster; an existing one keeps its
-        // own (docs/offline-store.md).
-        let bucketing = if offline {
-            let new = offline::Bucketing {
-                count: planner.ctx().state().config().target_partitions() as u32,
-                keys: keys.clone(),
-            };
-            offline::ingest_bucketing(storage, &self.offline_url(), new)
-                .await
-                .map_err(|e| failed("cannot open the offline table", e))?
-        } else {
-            None
-        };
-        // Rows hash their keys in the table's bucket order, which outlives a reordering of
-        // the entities (the set of keys cannot change within a storage generation).
-        let keys = match &bucketing {
-            Some(b) if b.keys != keys => {
-                let (mut wanted, mut have) = (b.keys.clone(), keys.clone());
-                wanted.sort();
-                have.sort();
-                if wanted != have {
-                    return Err(Stop::Permanent(format!(
-                        "the offline table is bucketed by join keys {:?}, but the table's join keys are {:?}",
-                        b.keys, keys
-                    )));
-                }
-                b.keys.clone()
-            }
-            _ => keys,
-        };
+        let keys = self.written_keys(offline.as_ref())?;
         let spec = IngestWriteSpec {
             table: ingest.table.to_string(),
             keys,
@@ -432,11 +401,11 @@ impl IngestStep<'_> {
                 .iter()
                 .map(|c| c.name.to_string())
                 .collect(),
-            offline_table: offline.then(|| self.offline_url().to_string()),
+            offline_table: offline.is_some().then(|| self.offline_url().to_string()),
             latest_directory: latest.then(|| storage.directory_url(&latest_prefix).to_string()),
             seq: ingest.seq as i64,
             ingested_at_micros: Utc::now().timestamp_micros(),
-            buckets: bucketing.as_ref().map(|b| b.count),
+            buckets: offline.as_ref().and_then(|b| b.as_ref()).map(|b| b.count),
         };
         let plan = IngestWriteExec::try_new(scan, spec)
             .and_then(|node| planner.optimize(Arc::new(node)))
@@ -454,7 +423,7 @@ impl IngestStep<'_> {
         }
         Ok(Written {
             adds,
-            bucketing,
+            bucketing: offline.flatten(),
             unique_rows,
         })
     }
@@ -483,14 +452,47 @@ impl IngestStep<'_> {
             .offline_table(&ingest.workspace, &ingest.table, ingest.generation)
     }
 
+    /// The table's join keys, in entity order.
+    fn table_keys(&self) -> Vec<String> {
+        self.table
+            .join_keys(self.definitions)
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// The join keys the write job hashes and sorts by: the table's, in the order of the
+    /// offline table's buckets, which outlives a reordering of the entities (the set of
+    /// keys cannot change within a storage generation).
+    fn written_keys(
+        &self,
+        bucketing: Option<&Option<offline::Bucketing>>,
+    ) -> std::result::Result<Vec<String>, Stop> {
+        let keys = self.table_keys();
+        let Some(Some(b)) = bucketing else {
+            return Ok(keys);
+        };
+        let (mut wanted, mut have) = (b.keys.clone(), keys.clone());
+        wanted.sort();
+        have.sort();
+        if wanted != have {
+            return Err(Stop::Permanent(format!(
+                "the offline table is bucketed by join keys {:?}, but the table's join keys are {:?}",
+                b.keys, keys
+            )));
+        }
+        Ok(b.keys.clone())
+    }
+
     async fn offline_commit(&self, counts: &mut JobCounts) -> std::result::Result<(), Stop> {
         let ingest = self.ingest;
         let url = self.offline_url();
         let app_id = offline::ingest_app_id(&ingest.ingest_id.to_string());
         let storage = &self.runner.storage;
-        if let Some(table) = offline::open(storage, &url)
+        let table = offline::open(storage, &url)
             .await
-            .map_err(|e| failed("cannot open the offline table", e))?
+            .map_err(|e| failed("cannot open the offline table", e))?;
+        if let Some(table) = &table
             && let Ok(snapshot) = table.snapshot()
             && snapshot
                 .transaction_version(table.log_store().as_ref(), &app_id)
@@ -503,7 +505,15 @@ impl IngestStep<'_> {
             tracing::info!(%app_id, "already committed by an earlier attempt");
             return Ok(());
         }
-        let written = self.write(true, self.table.online).await?;
+        // A new table gets a bucket per partition of the cluster; an existing one keeps its
+        // own (docs/offline-store.md).
+        let new = offline::Bucketing {
+            count: self.runner.cluster.planner().partitions() as u32,
+            keys: self.table_keys(),
+        };
+        let bucketing = offline::ingest_bucketing(table.as_ref(), &url, new)
+            .map_err(|e| failed("cannot open the offline table", e))?;
+        let written = self.write(Some(bucketing), self.table.online).await?;
         counts.offline_rows_committed = written.unique_rows;
         counts.duplicates_dropped = ingest.rows.saturating_sub(written.unique_rows);
         self.runner
@@ -550,7 +560,7 @@ impl IngestStep<'_> {
             .await
             .is_ok();
         if !done {
-            let written = self.write(false, true).await?;
+            let written = self.write(None, true).await?;
             if !self.table.offline {
                 // For an online-only table this job is the one that sees the duplicates.
                 counts.duplicates_dropped = self.ingest.rows.saturating_sub(written.unique_rows);

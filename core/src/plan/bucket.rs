@@ -29,11 +29,13 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
 };
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, ReplaceChildrenOptions,
 };
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
+use datafusion::physical_plan::repartition::{REPARTITION_RANDOM_STATE, RepartitionExec};
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, EmptyRecordBatchStream, ExecutionPlan, Partitioning,
@@ -190,13 +192,7 @@ impl BucketMergeExec {
         if let Ok(config) = scan_config(&scan) {
             let mut bucket_of = std::collections::HashMap::new();
             for (file, &bucket) in files.iter().zip(buckets) {
-                let path = object_store::path::Path::from_url_path(
-                    url::Url::parse(file)
-                        .map_err(|e| DataFusionError::Plan(format!("bad file URL {file}: {e}")))?
-                        .path(),
-                )
-                .map_err(|e| DataFusionError::Plan(format!("bad file URL {file}: {e}")))?;
-                bucket_of.insert(path, bucket);
+                bucket_of.insert(super::object_path(file)?.1, bucket);
             }
             let mut groups: Vec<Vec<_>> = vec![Vec::new(); count as usize];
             let mut seen = std::collections::HashSet::new();
@@ -222,12 +218,10 @@ impl BucketMergeExec {
             return Ok(Some(Arc::new(exec)));
         }
         // Only nodes that keep rows in order and in their partition may sit above the scan.
-        let kept = scan.maintains_input_order().iter().all(|&m| m)
-            && scan.children().len() == 1
-            && !matches!(
-                scan.name(),
-                "RepartitionExec" | "CoalescePartitionsExec" | "SortExec"
-            );
+        let kept = scan.maintains_input_order() == [true]
+            && !scan.is::<RepartitionExec>()
+            && !scan.is::<CoalescePartitionsExec>()
+            && !scan.is::<SortExec>();
         if !kept {
             return Ok(None);
         }

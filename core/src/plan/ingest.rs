@@ -54,7 +54,6 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
-use url::Url;
 
 use super::bucket::{BUCKET_COLUMN, bucket_ids, canonical_key_type};
 use super::{ASCENDING, column, recompute};
@@ -348,12 +347,9 @@ fn only_child(
 
 /// The object store of `url` in the task's runtime, and the path `url` names in it.
 pub(crate) fn store_for(context: &TaskContext, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    let parsed = Url::parse(url)
-        .map_err(|e| DataFusionError::Plan(format!("invalid storage URL `{url}`: {e}")))?;
+    let (parsed, path) = super::object_path(url)?;
     let store_url = ObjectStoreUrl::parse(&parsed[..url::Position::BeforePath])?;
     let store = context.runtime_env().object_store(&store_url)?;
-    let path = Path::from_url_path(parsed.path())
-        .map_err(|e| DataFusionError::Plan(format!("invalid storage path in `{url}`: {e}")))?;
     Ok((store, path))
 }
 
@@ -962,7 +958,7 @@ mod tests {
         for batch_rows in 1..=ROWS.len() {
             let ctx = SessionContext::new();
             let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-            let url = Url::parse("memory://").unwrap();
+            let url = url::Url::parse("memory://").unwrap();
             ctx.register_object_store(&url, store.clone());
             let spec = IngestWriteSpec {
                 table: "t".into(),

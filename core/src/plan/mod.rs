@@ -86,6 +86,17 @@ pub(crate) fn column(
     ))
 }
 
+/// A storage URL parsed, and the object store path it names.
+pub(crate) fn object_path(url: &str) -> Result<(url::Url, object_store::path::Path)> {
+    let plan_error = |e: &dyn std::fmt::Display| {
+        datafusion::common::DataFusionError::Plan(format!("invalid storage URL `{url}`: {e}"))
+    };
+    let parsed = url::Url::parse(url).map_err(|e| plan_error(&e))?;
+    let path =
+        object_store::path::Path::from_url_path(parsed.path()).map_err(|e| plan_error(&e))?;
+    Ok((parsed, path))
+}
+
 /// Replace children and recompute the node's properties from them.
 pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
     datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
