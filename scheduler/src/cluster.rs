@@ -70,6 +70,8 @@ pub struct ClusterSettings {
     pub result_retention: Duration,
     /// Memory the jobs' runtime may use before sorts spill (it sizes sorts' merge reserve).
     pub memory_limit: u64,
+    /// Which as-of join training sets use.
+    pub join: ftab_core::plan::JoinChoice,
 }
 
 /// The embedded Ballista scheduler and its in-process executor.
@@ -101,7 +103,7 @@ impl Cluster {
             // Shuffle files stay on this machine: compressing them costs more CPU than
             // it saves (measured in docs/benchmarks.md).
             .set_str("ballista.shuffle.compression.codec", "none");
-        let planner = Planner::new(config.clone(), runtime.clone());
+        let planner = Planner::new(config.clone(), runtime.clone()).with_join(settings.join);
 
         let session_runtime = runtime.clone();
         let session_builder: SessionBuilder = Arc::new(move |config: SessionConfig| {

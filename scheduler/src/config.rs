@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ftab_core::plan::JoinChoice;
 use serde::{Deserialize, Serialize};
 
 /// Defaults, in one place.
@@ -64,6 +65,11 @@ pub struct Args {
     /// How long a computed training set stays fetchable, e.g. `1h`.
     #[arg(long, env = "FTAB_TRAINING_SET_RETENTION", value_name = "DURATION")]
     pub training_set_retention: Option<String>,
+
+    /// Which as-of join training sets use: `auto` (the spine-hash join when the spine fits
+    /// in memory, else the sort-merge join), `sort_merge` or `spine_hash`.
+    #[arg(long, env = "FTAB_TRAINING_SET_JOIN", value_name = "JOIN")]
+    pub training_set_join: Option<String>,
 }
 
 /// The settings a config file may hold. Unknown keys are refused, so a typo is caught.
@@ -78,6 +84,7 @@ struct FileConfig {
     memory_limit: Option<String>,
     spine_ttl: Option<String>,
     training_set_retention: Option<String>,
+    training_set_join: Option<String>,
 }
 
 /// The resolved configuration of one scheduler process.
@@ -96,6 +103,8 @@ pub struct SchedulerConfig {
     pub spine_ttl: Duration,
     /// How long a training set's results stay fetchable.
     pub training_set_retention: Duration,
+    /// Which as-of join training sets use.
+    pub training_set_join: JoinChoice,
 }
 
 impl Default for SchedulerConfig {
@@ -112,6 +121,7 @@ impl Default for SchedulerConfig {
             spine_ttl: parse_duration(defaults::SPINE_TTL).expect("the default spine ttl parses"),
             training_set_retention: parse_duration(defaults::TRAINING_SET_RETENTION)
                 .expect("the default retention parses"),
+            training_set_join: JoinChoice::Auto,
         }
     }
 }
@@ -218,6 +228,12 @@ impl SchedulerConfig {
             {
                 Some(text) => parse_keep("training_set_retention", &text)?,
                 None => defaults.training_set_retention,
+            },
+            training_set_join: match args.training_set_join.or(file.training_set_join) {
+                Some(text) => text
+                    .parse()
+                    .map_err(|e| format!("training_set_join: {e}"))?,
+                None => defaults.training_set_join,
             },
         })
         .and_then(|config: Self| {
@@ -373,6 +389,23 @@ mod tests {
             err.contains("too small for parallelism 4") && err.contains("16 MiB"),
             "{err}"
         );
+        let err = SchedulerConfig::resolve(Args {
+            training_set_join: Some("hash".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "training_set_join: unknown join `hash`; use auto, sort_merge or spine_hash"
+            ),
+            "{err}"
+        );
+        let config = SchedulerConfig::resolve(Args {
+            training_set_join: Some("sort_merge".into()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.training_set_join, JoinChoice::SortMerge);
     }
 
     #[test]

@@ -98,6 +98,7 @@ impl Scheduler {
                 work_dir: config.ballista_dir(),
                 result_retention: config.training_set_retention,
                 memory_limit: config.memory_limit,
+                join: config.training_set_join,
             },
             runtime,
             online.clone(),

@@ -98,6 +98,8 @@ struct SpineFiles {
     files: Vec<String>,
     schema: SchemaRef,
     rows: u64,
+    /// Bytes of the rows uncompressed, as the row groups say.
+    bytes: u64,
     /// (min, max) of each timestamp column over all files, in UTC µs, when every row
     /// group has statistics; and its null count.
     time_stats: BTreeMap<String, TimeStats>,
@@ -287,6 +289,7 @@ impl TrainingSets {
                 files_read: files.len() as u64,
                 files_total: total,
                 read_by: None,
+                join: None,
             });
             let mut fields: Vec<Arc<Field>> = table
                 .arrow_schema(&state.definitions)
@@ -332,6 +335,8 @@ impl TrainingSets {
                 files: spine.files.clone(),
                 schema: spine.schema.clone(),
                 time_column: time_column.clone(),
+                rows: spine.rows,
+                bytes: spine.bytes,
             },
             tables,
         )
@@ -339,6 +344,7 @@ impl TrainingSets {
         .map_err(|e| invalid(format!("cannot plan the training set: {e}")))?;
         for (info, path) in table_infos.iter_mut().zip(&plan.paths) {
             info.read_by = Some(*path);
+            info.join = Some(plan.join);
         }
         let plan = plan.plan;
         let schema = plan.schema();
@@ -527,6 +533,7 @@ impl TrainingSets {
         let mut files = Vec::new();
         let mut schema: Option<SchemaRef> = None;
         let mut rows = 0u64;
+        let mut bytes = 0u64;
         let mut per_file: BTreeMap<String, Vec<TimeStats>> = BTreeMap::new();
         // Footers go through the runtime's cache, where planning the scan finds them again.
         let footers = self
@@ -561,6 +568,11 @@ impl TrainingSets {
                 Some(_) => {}
             }
             rows += metadata.file_metadata().num_rows().max(0) as u64;
+            bytes += metadata
+                .row_groups()
+                .iter()
+                .map(|g| g.total_byte_size().max(0) as u64)
+                .sum::<u64>();
             for field in file_schema.fields() {
                 if matches!(field.data_type(), DataType::Timestamp(_, _)) {
                     per_file
@@ -593,6 +605,7 @@ impl TrainingSets {
             files,
             schema,
             rows,
+            bytes,
             time_stats: stats,
         })
     }

@@ -18,10 +18,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
+use ftab_core::plan::JoinChoice;
 use serde::Deserialize;
 use serde_json::json;
 
-use common::{connect, put, raw_action, start, training_set, wait_job};
+use common::{connect, put, raw_action, training_set, wait_job};
 
 // ---------------------------------------------------------------------------------------
 // Pipe tables: the golden cases' data.
@@ -420,9 +421,24 @@ async fn run_case(url: &str, name: &str, case: &Case) -> Result<(), String> {
     }
 }
 
+/// Every golden case, with the join the default picks for these small spines (the
+/// spine-hash join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn golden_cases() {
-    let running = start().await;
+    golden_cases_with(JoinChoice::Auto).await;
+}
+
+/// Every golden case again with the sort-merge join, which large spines take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn golden_cases_sort_merge() {
+    golden_cases_with(JoinChoice::SortMerge).await;
+}
+
+async fn golden_cases_with(join: JoinChoice) {
+    let running = common::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.training_set_join = join;
+    })
+    .await;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(golden_dir())
         .unwrap()
         .flatten()
@@ -457,7 +473,7 @@ async fn golden_cases() {
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} golden cases failed:\n\n{}",
+        "{} of {} golden cases failed with join {join:?}:\n\n{}",
         failures.len(),
         results.len(),
         failures.join("\n\n")
@@ -526,23 +542,26 @@ fn walk_files(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-async fn randomized(seed: u64, ttl_seconds: Option<i64>) {
-    randomized_sized(seed, ttl_seconds, 40, 150, None).await;
+async fn randomized(seed: u64, ttl_seconds: Option<i64>, join: JoinChoice) {
+    randomized_sized(seed, ttl_seconds, 40, 150, None, join).await;
 }
 
 /// `rows` feature rows per ingest (and as many again at random), `spine_rows` spine rows;
-/// with `memory_limit`, the scheduler's jobs get that many bytes before they spill.
+/// with `memory_limit`, the scheduler's jobs get that many bytes before they spill; `join`
+/// is the scheduler's `training_set_join`.
 async fn randomized_sized(
     seed: u64,
     ttl_seconds: Option<i64>,
     rows: u64,
     spine_rows: usize,
     memory_limit: Option<u64>,
+    join: JoinChoice,
 ) {
     let mut running = common::start_with(tempfile::tempdir().unwrap(), |config| {
         if let Some(limit) = memory_limit {
             config.memory_limit = limit;
         }
+        config.training_set_join = join;
     })
     .await;
     let spill_dir = running.dir.path().join("data").join("spill");
@@ -711,15 +730,18 @@ schema = [
         );
     }
     assert_eq!(info["rows"], spine.len() as u64);
-    // A table ingested here is bucketed: the join merges its buckets' sorted files, unless
-    // the memory limit cannot hold a merge of that many files; then it shuffles and sorts.
-    // Both ways must give the reference's rows.
-    let read_by = if memory_limit.is_some() {
-        "shuffle"
-    } else {
-        "bucket_merge"
+    // A table ingested here is bucketed. A spine that fits in memory is joined by the
+    // spine-hash join, which reads the buckets' files as they lie; otherwise, or when told
+    // to, the sort-merge join merges each bucket's sorted files, unless the memory limit
+    // cannot hold a merge of that many files; then it shuffles and sorts. Every way must
+    // give the reference's rows.
+    let (join_by, read_by) = match (join, memory_limit) {
+        (JoinChoice::SpineHash, _) | (JoinChoice::Auto, None) => ("spine_hash", "bucket_scan"),
+        (_, Some(_)) => ("sort_merge", "shuffle"),
+        (JoinChoice::SortMerge, None) => ("sort_merge", "bucket_merge"),
     };
     assert_eq!(info["tables"][0]["read_by"], read_by, "{info}");
+    assert_eq!(info["tables"][0]["join"], join_by, "{info}");
 
     let mut got: Vec<(String, i64, Option<i64>)> = Vec::new();
     for batch in &batches {
@@ -756,15 +778,22 @@ schema = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_against_a_brute_force_reference() {
-    for seed in [0x9E37_79B9_7F4A_7C15u64, 42, 7_777_777] {
-        randomized(seed, None).await;
+    // The default picks the spine-hash join for these small spines; every other seed
+    // forces the sort-merge join.
+    for (seed, join) in [
+        (0x9E37_79B9_7F4A_7C15u64, JoinChoice::Auto),
+        (42, JoinChoice::SortMerge),
+        (7_777_777, JoinChoice::Auto),
+        (31_337, JoinChoice::SortMerge),
+    ] {
+        randomized(seed, None, join).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_with_a_ttl_against_a_brute_force_reference() {
-    for seed in [3u64, 1_234_567] {
-        randomized(seed, Some(7)).await;
+    for (seed, join) in [(3u64, JoinChoice::Auto), (1_234_567, JoinChoice::SortMerge)] {
+        randomized(seed, Some(7), join).await;
     }
 }
 
@@ -772,7 +801,7 @@ async fn randomized_with_a_ttl_against_a_brute_force_reference() {
 /// must not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_with_sorts_spilling_to_disk() {
-    randomized_sized(77, None, 60_000, 30_000, Some(8 << 20)).await;
+    randomized_sized(77, None, 60_000, 30_000, Some(8 << 20), JoinChoice::Auto).await;
 }
 
 /// A computed training set can be fetched until its retention runs out; then DoGet says

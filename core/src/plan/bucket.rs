@@ -101,6 +101,14 @@ pub struct BucketMergeSpec {
     /// The order every file is sorted in and the output is merged in: the keys, then the
     /// timestamp and `_seq`.
     pub order: Vec<String>,
+    /// Whether to merge a bucket's files; if not, they are read one after another and the
+    /// output is only partitioned (for a join that does not need its input sorted).
+    #[serde(default = "merged")]
+    pub merge: bool,
+}
+
+fn merged() -> bool {
+    true
 }
 
 /// Reads bucketed offline files: output partition `b` is the merge of the files of the
@@ -157,8 +165,13 @@ impl BucketMergeExec {
         )
         .ok_or_else(|| DataFusionError::Plan("a bucket merge needs an order".into()))?;
         let partitions = input.properties().output_partitioning().partition_count();
+        let orderings = if spec.merge {
+            vec![ordering.clone()]
+        } else {
+            Vec::new()
+        };
         let cache = PlanProperties::new(
-            EquivalenceProperties::new_with_orderings(schema, [ordering.clone()]),
+            EquivalenceProperties::new_with_orderings(schema, orderings),
             Partitioning::Hash(keys, partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -235,12 +248,16 @@ impl BucketMergeExec {
 
 impl DisplayAs for BucketMergeExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "BucketMergeExec: buckets={}, order=[{}]",
-            self.cache.partitioning.partition_count(),
-            self.spec.order.join(", ")
-        )
+        let buckets = self.cache.partitioning.partition_count();
+        if self.spec.merge {
+            write!(
+                f,
+                "BucketMergeExec: buckets={buckets}, order=[{}]",
+                self.spec.order.join(", ")
+            )
+        } else {
+            write!(f, "BucketMergeExec: buckets={buckets}, unmerged")
+        }
     }
 }
 
@@ -303,6 +320,12 @@ impl ExecutionPlan for BucketMergeExec {
                 config.file_groups.len()
             );
         };
+        if !self.spec.merge {
+            let files = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(vec![group.clone()])
+                .build();
+            return DataSourceExec::from_data_source(files).execute(0, context);
+        }
         let streams = group
             .iter()
             .map(|file| {
@@ -467,48 +490,56 @@ mod tests {
                 .await
                 .unwrap()
         };
-        let spec = BucketMergeSpec {
-            keys: vec!["k".into()],
-            order: vec!["k".into(), "n".into(), "v".into()],
-        };
-        let plan = BucketMergeExec::over_scan(scan().await, &files, &buckets, 2, spec)
-            .unwrap()
-            .expect("a plain scan takes a bucket merge");
-        let plan = planner.optimize(plan).unwrap();
-        let shown = datafusion::physical_plan::displayable(plan.as_ref())
-            .indent(false)
-            .to_string();
-        assert!(
-            !shown.contains("Repartition") && !shown.contains("Sort"),
-            "{shown}"
-        );
-        assert!(matches!(
-            plan.properties().output_partitioning(),
-            Partitioning::Hash(_, 2)
-        ));
-        let parts = collect_partitioned(plan.clone(), ctx.task_ctx())
-            .await
-            .unwrap();
-        for (bucket, batches) in parts.iter().enumerate() {
-            let mut got = Vec::new();
-            for b in batches {
-                let (k, n, v) = (
-                    b.column(0).as_string::<i32>(),
-                    b.column(1).as_primitive::<Int64Type>(),
-                    b.column(2).as_primitive::<Int64Type>(),
-                );
-                for i in 0..b.num_rows() {
-                    got.push((k.value(i).to_string(), n.value(i), v.value(i)));
+        // Merged, each bucket comes out sorted; unmerged, it comes out whole, in any order.
+        for merge in [true, false] {
+            let spec = BucketMergeSpec {
+                keys: vec!["k".into()],
+                order: vec!["k".into(), "n".into(), "v".into()],
+                merge,
+            };
+            let plan = BucketMergeExec::over_scan(scan().await, &files, &buckets, 2, spec)
+                .unwrap()
+                .expect("a plain scan takes a bucket merge");
+            let plan = planner.optimize(plan).unwrap();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(false)
+                .to_string();
+            assert!(
+                !shown.contains("Repartition") && !shown.contains("Sort"),
+                "{shown}"
+            );
+            assert!(matches!(
+                plan.properties().output_partitioning(),
+                Partitioning::Hash(_, 2)
+            ));
+            let parts = collect_partitioned(plan.clone(), ctx.task_ctx())
+                .await
+                .unwrap();
+            for (bucket, batches) in parts.iter().enumerate() {
+                let mut got = Vec::new();
+                for b in batches {
+                    let (k, n, v) = (
+                        b.column(0).as_string::<i32>(),
+                        b.column(1).as_primitive::<Int64Type>(),
+                        b.column(2).as_primitive::<Int64Type>(),
+                    );
+                    for i in 0..b.num_rows() {
+                        got.push((k.value(i).to_string(), n.value(i), v.value(i)));
+                    }
                 }
+                let mut want = expected[bucket].clone();
+                want.sort();
+                if !merge {
+                    got.sort();
+                }
+                assert_eq!(got, want, "bucket {bucket} (merge: {merge})");
             }
-            let mut want = expected[bucket].clone();
-            want.sort();
-            assert_eq!(got, want, "bucket {bucket} comes out merged in order");
         }
         // A file the buckets do not name: no bucket merge.
         let spec = BucketMergeSpec {
             keys: vec!["k".into()],
             order: vec!["k".into()],
+            merge: true,
         };
         assert!(
             BucketMergeExec::over_scan(scan().await, &files[1..], &buckets[1..], 2, spec)

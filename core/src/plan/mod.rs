@@ -13,6 +13,7 @@
 pub mod bucket;
 pub mod ingest;
 pub mod pit_join;
+mod spine_hash;
 pub mod training_set;
 
 use std::sync::Arc;
@@ -105,10 +106,40 @@ pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceC
     }
 }
 
+/// Which as-of join training sets use (the scheduler's `training_set_join`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinChoice {
+    /// The spine-hash join when the spine fits in memory by a safe margin, otherwise the
+    /// sort-merge join.
+    #[default]
+    Auto,
+    /// Always the sort-merge join (sorts spill; memory stays bounded).
+    SortMerge,
+    /// Always the spine-hash join (fails if the spine does not fit).
+    SpineHash,
+}
+
+impl std::str::FromStr for JoinChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "sort_merge" => Ok(Self::SortMerge),
+            "spine_hash" => Ok(Self::SpineHash),
+            other => Err(format!(
+                "unknown join `{other}`; use auto, sort_merge or spine_hash"
+            )),
+        }
+    }
+}
+
 /// Builds physical plans for Ballista.
 #[derive(Clone)]
 pub struct Planner {
     ctx: SessionContext,
+    join: JoinChoice,
 }
 
 impl Planner {
@@ -121,6 +152,26 @@ impl Planner {
             .build();
         Self {
             ctx: SessionContext::new_with_state(state),
+            join: JoinChoice::Auto,
+        }
+    }
+
+    /// The planner with training sets joined as `join` says.
+    pub fn with_join(mut self, join: JoinChoice) -> Self {
+        self.join = join;
+        self
+    }
+
+    /// Which as-of join training sets use.
+    pub fn join(&self) -> JoinChoice {
+        self.join
+    }
+
+    /// The memory jobs may use, if limited.
+    pub fn memory_limit(&self) -> Option<u64> {
+        match self.ctx.runtime_env().memory_pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => Some(bytes as u64),
+            _ => None,
         }
     }
 
@@ -133,11 +184,9 @@ impl Planner {
     /// memory limit at [`MERGE_BYTES_PER_FILE`] each. Beyond it the table is shuffled and
     /// sorted instead, which spills.
     pub fn max_merge_files(&self) -> usize {
-        match self.ctx.runtime_env().memory_pool.memory_limit() {
-            MemoryLimit::Finite(bytes) => {
-                (bytes as u64 / self.partitions() as u64 / MERGE_BYTES_PER_FILE) as usize
-            }
-            _ => usize::MAX,
+        match self.memory_limit() {
+            Some(bytes) => (bytes / self.partitions() as u64 / MERGE_BYTES_PER_FILE) as usize,
+            None => usize::MAX,
         }
     }
 

@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err, plan_err};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{
     Distribution, EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
@@ -46,6 +47,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::spine_hash::SpineHash;
 use super::{ASCENDING, column, recompute};
 
 /// Feature batches the merge may hold for one output batch before it emits what it has:
@@ -69,17 +71,33 @@ pub struct AsOfJoinSpec {
     pub ttl_micros: Option<i64>,
     /// Feature columns carried to the output, as (feature column, output name).
     pub outputs: Vec<(String, String)>,
+    /// How the join finds each spine row's feature row.
+    #[serde(default)]
+    pub strategy: JoinStrategy,
+}
+
+/// How an as-of join finds each spine row's feature row. Both give the same rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinStrategy {
+    /// Both sides sorted by keys and time, merged: holds a few batches, whatever the sizes
+    /// (the sorts spill).
+    #[default]
+    SortMerge,
+    /// The spine partition held in memory, indexed by key; feature rows stream past in any
+    /// order, unsorted ([`super::spine_hash`]). Only where the spine fits.
+    SpineHash,
 }
 
 /// Column positions of a spec in the inputs' schemas.
 #[derive(Debug, Clone)]
-struct Resolved {
-    spine_keys: Vec<usize>,
-    feature_keys: Vec<usize>,
-    spine_time: usize,
-    feature_time: usize,
-    feature_seq: usize,
-    outputs: Vec<usize>,
+pub(super) struct Resolved {
+    pub(super) spine_keys: Vec<usize>,
+    pub(super) feature_keys: Vec<usize>,
+    pub(super) spine_time: usize,
+    pub(super) feature_time: usize,
+    pub(super) feature_seq: usize,
+    pub(super) outputs: Vec<usize>,
 }
 
 impl AsOfJoinSpec {
@@ -195,10 +213,14 @@ impl AsOfJoinExec {
         let mut eq_properties =
             EquivalenceProperties::new_with_orderings(schema.clone(), orderings);
         eq_properties.add_equivalence_group(spine.equivalence_properties().eq_group().clone())?;
+        let emission = match spec.strategy {
+            JoinStrategy::SortMerge => EmissionType::Incremental,
+            JoinStrategy::SpineHash => EmissionType::Final,
+        };
         let cache = PlanProperties::new(
             eq_properties,
             spine.output_partitioning().clone(),
-            EmissionType::Incremental,
+            emission,
             Boundedness::Bounded,
         );
         Ok(Self {
@@ -272,6 +294,9 @@ impl DisplayAs for AsOfJoinExec {
         if let Some(ttl) = self.spec.ttl_micros {
             write!(f, ", ttl={ttl}us")?;
         }
+        if self.spec.strategy == JoinStrategy::SpineHash {
+            write!(f, ", spine_hash")?;
+        }
         Ok(())
     }
 }
@@ -294,6 +319,9 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        if self.spec.strategy == JoinStrategy::SpineHash {
+            return vec![None, None];
+        }
         let (spine, features) = self.orderings();
         vec![
             Some(OrderingRequirements::from(spine)),
@@ -345,7 +373,7 @@ impl ExecutionPlan for AsOfJoinExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let spine = self.spine.execute(partition, context.clone())?;
-        let features = self.features.execute(partition, context)?;
+        let features = self.features.execute(partition, context.clone())?;
         let feature_schema = self.features.schema();
         let key_fields = self
             .resolved
@@ -355,6 +383,28 @@ impl ExecutionPlan for AsOfJoinExec {
                 SortField::new_with_options(feature_schema.field(i).data_type().clone(), ASCENDING)
             })
             .collect();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        if self.spec.strategy == JoinStrategy::SpineHash {
+            let reservation = MemoryConsumer::new(format!("AsOfJoinExec[{partition}]"))
+                .register(context.memory_pool());
+            let join = SpineHash::new(
+                self.spec.table.clone(),
+                self.resolved.clone(),
+                self.spec.spine_time.clone(),
+                self.spec.ttl_micros,
+                self.schema.clone(),
+                RowConverter::new(key_fields)?,
+                reservation,
+            );
+            let stream = futures::stream::once(join.run(spine, features))
+                .map_ok(futures::stream::iter)
+                .try_flatten()
+                .inspect_ok(move |batch| baseline.record_output(batch.num_rows()));
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                stream.boxed(),
+            )));
+        }
         let null_columns = self
             .resolved
             .outputs
@@ -383,7 +433,6 @@ impl ExecutionPlan for AsOfJoinExec {
             let next = merge.next_batch().await?;
             Ok(next.map(|batch| (batch, merge)))
         });
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let stream = stream.inspect_ok(move |batch| baseline.record_output(batch.num_rows()));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
@@ -690,17 +739,31 @@ mod tests {
             feature_seq: "_seq".into(),
             ttl_micros: ttl,
             outputs: vec![("v".into(), "t__v".into())],
+            strategy: JoinStrategy::SortMerge,
         }
     }
 
+    const STRATEGIES: [JoinStrategy; 2] = [JoinStrategy::SortMerge, JoinStrategy::SpineHash];
+
     /// Run the join over already sorted single-partition inputs, split into batches of
-    /// `batch_rows` to exercise batch boundaries.
+    /// `batch_rows` to exercise batch boundaries. The spine-hash join gets the feature rows
+    /// in reverse, since it must not depend on their order.
     async fn run(
         spine_rows: RecordBatch,
         feature_rows: RecordBatch,
         ttl: Option<i64>,
         batch_rows: usize,
+        strategy: JoinStrategy,
     ) -> Vec<(String, i64, Option<i64>)> {
+        let feature_rows = match strategy {
+            JoinStrategy::SortMerge => feature_rows,
+            JoinStrategy::SpineHash => {
+                let n = feature_rows.num_rows() as u32;
+                let reversed =
+                    datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
+                datafusion::arrow::compute::take_record_batch(&feature_rows, &reversed).unwrap()
+            }
+        };
         let split = |b: RecordBatch| -> Vec<RecordBatch> {
             (0..b.num_rows())
                 .step_by(batch_rows)
@@ -713,7 +776,11 @@ mod tests {
             MemorySourceConfig::try_new_exec(&[split(spine_rows)], spine_schema, None).unwrap();
         let features =
             MemorySourceConfig::try_new_exec(&[split(feature_rows)], feature_schema, None).unwrap();
-        let join = Arc::new(AsOfJoinExec::try_new(spine, features, spec(ttl)).unwrap());
+        let spec = AsOfJoinSpec {
+            strategy,
+            ..spec(ttl)
+        };
+        let join = Arc::new(AsOfJoinExec::try_new(spine, features, spec).unwrap());
         let ctx = SessionContext::new();
         let batches = collect(join, ctx.task_ctx()).await.unwrap();
         let mut out = Vec::new();
@@ -752,8 +819,11 @@ mod tests {
             ("b", 50), // unknown key
             ("c", 6),
         ]);
-        for batch_rows in [1, 2, 3, 100] {
-            let out = run(spine.clone(), features.clone(), None, batch_rows).await;
+        for (batch_rows, strategy) in [1, 2, 3, 100]
+            .into_iter()
+            .flat_map(|b| STRATEGIES.map(|s| (b, s)))
+        {
+            let out = run(spine.clone(), features.clone(), None, batch_rows, strategy).await;
             let values: Vec<Option<i64>> = out.iter().map(|r| r.2).collect();
             assert_eq!(
                 values,
@@ -766,8 +836,31 @@ mod tests {
                     None,
                     Some(50)
                 ],
-                "batches of {batch_rows}"
+                "batches of {batch_rows}, {strategy:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_feature_row_for_any_spine_key_gives_nulls() {
+        for strategy in STRATEGIES {
+            for rows in [&[("x", 1, 1, 1)][..], &[]] {
+                let out = run(
+                    spine(&[("a", 5), ("b", 6)]),
+                    features(rows),
+                    None,
+                    1,
+                    strategy,
+                )
+                .await;
+                let values: Vec<Option<i64>> = out.iter().map(|r| r.2).collect();
+                assert_eq!(
+                    values,
+                    [None, None],
+                    "{strategy:?}, {} feature rows",
+                    rows.len()
+                );
+            }
         }
     }
 
@@ -775,9 +868,121 @@ mod tests {
     async fn ttl_boundary_is_inclusive() {
         let features = features(&[("a", 100, 1, 1)]);
         let spine = spine(&[("a", 110), ("a", 111)]);
-        let out = run(spine, features, Some(10), 10).await;
-        assert_eq!(out[0].2, Some(1), "t - ttl == timestamp matches");
-        assert_eq!(out[1].2, None, "one microsecond later it is expired");
+        for strategy in STRATEGIES {
+            let out = run(spine.clone(), features.clone(), Some(10), 10, strategy).await;
+            assert_eq!(
+                out[0].2,
+                Some(1),
+                "t - ttl == timestamp matches ({strategy:?})"
+            );
+            assert_eq!(
+                out[1].2, None,
+                "one microsecond later it is expired ({strategy:?})"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn ttl_applies_to_the_row_carried_forward() {
+        // Key a: the row at 100 answers 105 and is carried to 120, where the ttl excludes
+        // it. Key b: the row at 112 answers 120 and is carried to 130, too old there.
+        let features = features(&[("a", 100, 1, 1), ("b", 100, 1, 2), ("b", 112, 1, 3)]);
+        let spine = spine(&[("a", 105), ("a", 120), ("b", 105), ("b", 120), ("b", 130)]);
+        for strategy in STRATEGIES {
+            let out = run(spine.clone(), features.clone(), Some(10), 2, strategy).await;
+            let values: Vec<Option<i64>> = out.iter().map(|r| r.2).collect();
+            assert_eq!(
+                values,
+                [Some(1), None, Some(2), Some(3), None],
+                "{strategy:?}"
+            );
+        }
+    }
+
+    /// Random data with many ties, in random batch sizes: both strategies give the rows a
+    /// plain scan of the feature rows gives.
+    #[tokio::test]
+    async fn strategies_agree_with_a_plain_scan() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..20 {
+            let keys = ["a", "b", "c", "d", "e"];
+            let mut rows: Vec<(&str, i64, i64, i64)> = (0..next(60) + 1)
+                .map(|i| {
+                    (
+                        keys[next(5) as usize],
+                        next(12) as i64,
+                        next(3) as i64 + 1,
+                        i as i64,
+                    )
+                })
+                .collect();
+            // (key, time, seq) is unique in the offline store, and the input is sorted.
+            rows.sort_by_key(|r| (r.0, r.1, r.2));
+            rows.dedup_by_key(|r| (r.0, r.1, r.2));
+            let mut spine_rows: Vec<(&str, i64)> = (0..next(30) + 1)
+                .map(|_| (keys[next(5) as usize], next(15) as i64 - 1))
+                .collect();
+            spine_rows.push(("z", 3));
+            spine_rows.sort();
+            let ttl = (round % 3 == 0).then_some(3);
+            let want: Vec<Option<i64>> = spine_rows
+                .iter()
+                .map(|&(k, t)| {
+                    rows.iter()
+                        .filter(|r| r.0 == k && r.1 <= t && ttl.is_none_or(|ttl| r.1 >= t - ttl))
+                        .max_by_key(|r| (r.1, r.2))
+                        .map(|r| r.3)
+                })
+                .collect();
+            let batch_rows = next(7) as usize + 1;
+            for strategy in STRATEGIES {
+                let out = run(
+                    spine(&spine_rows),
+                    features(&rows),
+                    ttl,
+                    batch_rows,
+                    strategy,
+                )
+                .await;
+                let got: Vec<Option<i64>> = out.iter().map(|r| r.2).collect();
+                assert_eq!(got, want, "round {round}, {strategy:?}");
+            }
+        }
+    }
+
+    /// Rows that lose their slot are compacted away: 1000 spine rows, each beaten 100
+    /// times over, one batch at a time.
+    #[tokio::test]
+    async fn spine_hash_compacts_rows_that_lost() {
+        let names: Vec<String> = (0..1000).map(|k| format!("k{k:04}")).collect();
+        let mut rows: Vec<(&str, i64, i64, i64)> = Vec::new();
+        for t in 0..100 {
+            for name in &names {
+                rows.push((name.as_str(), t, 1, t * 10_000 + rows.len() as i64 % 1000));
+            }
+        }
+        let spine_rows: Vec<(&str, i64)> = names.iter().map(|n| (n.as_str(), 1_000)).collect();
+        // `run` reverses the feature rows for this join; reversed twice, they arrive oldest
+        // first, so every batch beats the one before in every slot.
+        rows.reverse();
+        let out = run(
+            spine(&spine_rows),
+            features(&rows),
+            None,
+            1000,
+            JoinStrategy::SpineHash,
+        )
+        .await;
+        assert_eq!(out.len(), 1000);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.2, Some(99 * 10_000 + i as i64), "{r:?}");
+        }
     }
 
     #[tokio::test]
@@ -789,9 +994,46 @@ mod tests {
         let borrowed: Vec<(&str, i64, i64, i64)> =
             rows.iter().map(|r| (r.0.as_str(), r.1, r.2, r.3)).collect();
         let spine_rows: Vec<(&str, i64)> = rows.iter().map(|r| (r.0.as_str(), 2)).collect();
-        let out = run(spine(&spine_rows), features(&borrowed), None, 1).await;
+        let out = run(
+            spine(&spine_rows),
+            features(&borrowed),
+            None,
+            1,
+            JoinStrategy::SortMerge,
+        )
+        .await;
         assert_eq!(out.len(), 200);
         assert!(out.iter().enumerate().all(|(i, r)| r.2 == Some(i as i64)));
+    }
+
+    /// The spine-hash join reserves what it holds; past the memory limit it fails saying
+    /// what to change, rather than taking memory the limit does not allow.
+    #[tokio::test]
+    async fn spine_hash_beyond_the_memory_limit_says_what_to_change() {
+        let names: Vec<String> = (0..5000).map(|k| format!("k{k:05}")).collect();
+        let spine_rows: Vec<(&str, i64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+        let s = spine(&spine_rows);
+        let f = features(&[("k00001", 1, 1, 1)]);
+        let spine = MemorySourceConfig::try_new_exec(&[vec![s.clone()]], s.schema(), None).unwrap();
+        let features =
+            MemorySourceConfig::try_new_exec(&[vec![f.clone()]], f.schema(), None).unwrap();
+        let spec = AsOfJoinSpec {
+            strategy: JoinStrategy::SpineHash,
+            ..spec(None)
+        };
+        let join = Arc::new(AsOfJoinExec::try_new(spine, features, spec).unwrap());
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(64 * 1024, 1.0)
+            .build_arc()
+            .unwrap();
+        let ctx = SessionContext::new_with_config_rt(Default::default(), runtime);
+        let err = collect(join, ctx.task_ctx()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("as-of join with `t`")
+                && err.contains("memory_limit")
+                && err.contains("training_set_join = \"sort_merge\""),
+            "{err}"
+        );
     }
 
     #[test]

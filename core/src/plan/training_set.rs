@@ -26,10 +26,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::ParquetReadOptions;
 
-use super::Planner;
 use super::bucket::{BucketMergeExec, BucketMergeSpec};
 use super::ingest::SEQ_COLUMN;
-use super::pit_join::{AsOfJoinExec, AsOfJoinSpec};
+use super::pit_join::{AsOfJoinExec, AsOfJoinSpec, JoinStrategy};
+use super::{JoinChoice, Planner};
 
 /// Internal columns start with this; spines may not use it.
 pub const INTERNAL_PREFIX: &str = "__ftab_";
@@ -43,6 +43,10 @@ pub struct SpineInput {
     pub schema: SchemaRef,
     /// The spine's time column (any timestamp type; naive times are UTC).
     pub time_column: String,
+    /// Rows, and bytes uncompressed (as the Parquet footers say): what decides whether
+    /// the spine-hash join fits in memory.
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// One feature table of a training set.
@@ -80,15 +84,48 @@ pub struct FileBuckets {
 pub enum FeaturePath {
     /// Each bucket's sorted files merged in place: no shuffle, no sort.
     BucketMerge,
-    /// Hash-shuffled by the keys and sorted.
+    /// Each bucket's files read one after another, unmerged (for the spine-hash join).
+    BucketScan,
+    /// Hash-shuffled by the keys (and sorted, for the sort-merge join).
     Shuffle,
+}
+
+/// Bytes the spine-hash join is assumed to hold per feature value of a type without a
+/// fixed width (strings, lists).
+const VARIABLE_VALUE_BYTES: u64 = 32;
+
+/// Whether the spine-hash join of `spine` with `tables` fits in `memory_limit`: each join
+/// holds the spine as it reaches it (with the features joined before) plus its index and
+/// the feature rows its slots hold (up to three per slot before they are compacted), and
+/// while one join hands its rows on, the next holds them too, hence twice that. A skewed
+/// spine may put every row in one partition, so the whole spine is counted, and it must fit
+/// in half the limit.
+pub fn spine_hash_fits(spine: &SpineInput, tables: &[TableInput], memory_limit: u64) -> bool {
+    let mut row_bytes = (super::spine_hash::BYTES_PER_SPINE_ROW as u64) * 2;
+    for table in tables {
+        for (feature, _) in &table.features {
+            let width = table
+                .schema
+                .field_with_name(feature)
+                .ok()
+                .and_then(|f| f.data_type().primitive_width())
+                .map_or(VARIABLE_VALUE_BYTES, |w| w as u64);
+            row_bytes += 4 * width;
+        }
+    }
+    let need = 2u64.saturating_mul(
+        spine
+            .bytes
+            .saturating_add(spine.rows.saturating_mul(row_bytes)),
+    );
+    need <= memory_limit / 2
 }
 
 impl TableInput {
     /// Whether the bucket merge can read this table in a plan of `partitions` partitions
     /// that lets a merge open `max_files` files: the buckets must be the partitions, the
     /// keys hash alike on both sides, and no bucket may hold more files than that.
-    fn path(&self, partitions: usize, max_files: usize) -> FeaturePath {
+    fn path(&self, partitions: usize, max_files: usize, join: JoinStrategy) -> FeaturePath {
         let Some(buckets) = &self.buckets else {
             return FeaturePath::Shuffle;
         };
@@ -109,7 +146,9 @@ impl TableInput {
                 None => return FeaturePath::Shuffle,
             }
         }
-        if canonical && per_bucket.iter().all(|&n| n <= max_files) {
+        if canonical && join == JoinStrategy::SpineHash {
+            FeaturePath::BucketScan
+        } else if canonical && per_bucket.iter().all(|&n| n <= max_files) {
             FeaturePath::BucketMerge
         } else {
             FeaturePath::Shuffle
@@ -179,6 +218,8 @@ pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
 pub struct TrainingSetPlan {
     pub plan: Arc<dyn ExecutionPlan>,
     pub paths: Vec<FeaturePath>,
+    /// How every table is joined.
+    pub join: JoinStrategy,
 }
 
 /// Build the physical plan of a training set.
@@ -229,6 +270,14 @@ pub async fn build(
         .select(exprs)?;
     let mut plan = spine_df.create_physical_plan().await?;
 
+    let join = match planner.join() {
+        JoinChoice::SortMerge => JoinStrategy::SortMerge,
+        JoinChoice::SpineHash => JoinStrategy::SpineHash,
+        JoinChoice::Auto => match planner.memory_limit() {
+            Some(limit) if !spine_hash_fits(&spine, &tables, limit) => JoinStrategy::SortMerge,
+            _ => JoinStrategy::SpineHash,
+        },
+    };
     let mut outputs: Vec<String> = Vec::new();
     let mut paths = Vec::new();
     for (j, table) in tables.iter().enumerate() {
@@ -259,11 +308,9 @@ pub async fn build(
                 )?;
             }
             let scan = df.select(selected)?.create_physical_plan().await?;
-            let merged = match (
-                &table.buckets,
-                table.path(planner.partitions(), planner.max_merge_files()),
-            ) {
-                (Some(buckets), FeaturePath::BucketMerge) => {
+            let path = table.path(planner.partitions(), planner.max_merge_files(), join);
+            let merged = match (&table.buckets, path) {
+                (Some(buckets), FeaturePath::BucketMerge | FeaturePath::BucketScan) => {
                     let keys: Vec<String> = table.keys.iter().map(|(_, k)| k.clone()).collect();
                     let mut order = keys.clone();
                     order.push(table.timestamp.clone());
@@ -273,14 +320,18 @@ pub async fn build(
                         &table.files,
                         &buckets.of_files,
                         buckets.count,
-                        BucketMergeSpec { keys, order },
+                        BucketMergeSpec {
+                            keys,
+                            order,
+                            merge: path == FeaturePath::BucketMerge,
+                        },
                     )?
                 }
                 _ => None,
             };
             match merged {
                 Some(merged) => {
-                    paths.push(FeaturePath::BucketMerge);
+                    paths.push(path);
                     merged
                 }
                 None => {
@@ -301,6 +352,7 @@ pub async fn build(
             feature_seq: SEQ_COLUMN.to_string(),
             ttl_micros: table.ttl_micros,
             outputs: table.features.clone(),
+            strategy: join,
         };
         outputs.extend(table.features.iter().map(|(_, o)| o.clone()));
         plan = Arc::new(AsOfJoinExec::try_new(plan, features, spec)?);
@@ -323,5 +375,6 @@ pub async fn build(
     Ok(TrainingSetPlan {
         plan: planner.optimize(plan)?,
         paths,
+        join,
     })
 }
