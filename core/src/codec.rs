@@ -161,7 +161,7 @@ mod tests {
                     feature_seq: "_seq".into(),
                     ttl_micros: Some(5),
                     outputs: vec![("v".into(), "t__v".into())],
-                    strategy: crate::plan::pit_join::JoinStrategy::SpineHash,
+                    strategy: crate::plan::pit_join::JoinStrategy::SpineIndex,
                 },
             )
             .unwrap(),

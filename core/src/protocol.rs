@@ -404,12 +404,12 @@ pub struct TrainingSetTable {
     pub files_total: u64,
     /// How the join reads the table's rows: `bucket_merge` (each bucket's sorted files
     /// merged in place), `bucket_scan` (each bucket's files read as they lie, for the
-    /// spine-hash join) or `shuffle` (hash-shuffled, and sorted for the sort-merge join;
+    /// spine-index join) or `shuffle` (hash-shuffled, and sorted for the sort-merge join;
     /// older tables, a parallelism other than the table's bucket count, or too many files
     /// per bucket for the memory limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_by: Option<crate::plan::training_set::FeaturePath>,
-    /// How the table is joined: `spine_hash` (the spine held in memory by key) or
+    /// How the table is joined: `spine_index` (the spine held in memory by key) or
     /// `sort_merge` (both sides sorted; for spines too large for memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<crate::plan::pit_join::JoinStrategy>,

@@ -66,8 +66,8 @@ pub struct Args {
     #[arg(long, env = "FTAB_TRAINING_SET_RETENTION", value_name = "DURATION")]
     pub training_set_retention: Option<String>,
 
-    /// Which as-of join training sets use: `auto` (the spine-hash join when the spine fits
-    /// in memory, else the sort-merge join), `sort_merge` or `spine_hash`.
+    /// Which as-of join training sets use: `auto` (the spine-index join when the spine fits
+    /// in memory, else the sort-merge join), `sort_merge` or `spine_index`.
     #[arg(long, env = "FTAB_TRAINING_SET_JOIN", value_name = "JOIN")]
     pub training_set_join: Option<String>,
 }
@@ -396,7 +396,7 @@ mod tests {
         .unwrap_err();
         assert!(
             err.contains(
-                "training_set_join: unknown join `hash`; use auto, sort_merge or spine_hash"
+                "training_set_join: unknown join `hash`; use auto, sort_merge or spine_index"
             ),
             "{err}"
         );

@@ -422,7 +422,7 @@ async fn run_case(url: &str, name: &str, case: &Case) -> Result<(), String> {
 }
 
 /// Every golden case, with the join the default picks for these small spines (the
-/// spine-hash join).
+/// spine-index join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn golden_cases() {
     golden_cases_with(JoinChoice::Auto).await;
@@ -731,12 +731,12 @@ schema = [
     }
     assert_eq!(info["rows"], spine.len() as u64);
     // A table ingested here is bucketed. A spine that fits in memory is joined by the
-    // spine-hash join, which reads the buckets' files as they lie; otherwise, or when told
+    // spine-index join, which reads the buckets' files as they lie; otherwise, or when told
     // to, the sort-merge join merges each bucket's sorted files, unless the memory limit
     // cannot hold a merge of that many files; then it shuffles and sorts. Every way must
     // give the reference's rows.
     let (join_by, read_by) = match (join, memory_limit) {
-        (JoinChoice::SpineHash, _) | (JoinChoice::Auto, None) => ("spine_hash", "bucket_scan"),
+        (JoinChoice::SpineIndex, _) | (JoinChoice::Auto, None) => ("spine_index", "bucket_scan"),
         (_, Some(_)) => ("sort_merge", "shuffle"),
         (JoinChoice::SortMerge, None) => ("sort_merge", "bucket_merge"),
     };
@@ -778,7 +778,7 @@ schema = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_against_a_brute_force_reference() {
-    // The default picks the spine-hash join for these small spines; every other seed
+    // The default picks the spine-index join for these small spines; every other seed
     // forces the sort-merge join.
     for (seed, join) in [
         (0x9E37_79B9_7F4A_7C15u64, JoinChoice::Auto),

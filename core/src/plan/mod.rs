@@ -13,7 +13,7 @@
 pub mod bucket;
 pub mod ingest;
 pub mod pit_join;
-mod spine_hash;
+mod spine_index;
 pub mod training_set;
 
 use std::sync::Arc;
@@ -110,14 +110,14 @@ pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceC
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinChoice {
-    /// The spine-hash join when the spine fits in memory by a safe margin, otherwise the
+    /// The spine-index join when the spine fits in memory by a safe margin, otherwise the
     /// sort-merge join.
     #[default]
     Auto,
     /// Always the sort-merge join (sorts spill; memory stays bounded).
     SortMerge,
-    /// Always the spine-hash join (fails if the spine does not fit).
-    SpineHash,
+    /// Always the spine-index join (fails if the spine does not fit).
+    SpineIndex,
 }
 
 impl std::str::FromStr for JoinChoice {
@@ -127,9 +127,9 @@ impl std::str::FromStr for JoinChoice {
         match text {
             "auto" => Ok(Self::Auto),
             "sort_merge" => Ok(Self::SortMerge),
-            "spine_hash" => Ok(Self::SpineHash),
+            "spine_index" => Ok(Self::SpineIndex),
             other => Err(format!(
-                "unknown join `{other}`; use auto, sort_merge or spine_hash"
+                "unknown join `{other}`; use auto, sort_merge or spine_index"
             )),
         }
     }

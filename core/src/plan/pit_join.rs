@@ -47,7 +47,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::spine_hash::SpineHash;
+use super::spine_index::SpineIndex;
 use super::{ASCENDING, column, recompute};
 
 /// Feature batches the merge may hold for one output batch before it emits what it has:
@@ -85,8 +85,8 @@ pub enum JoinStrategy {
     #[default]
     SortMerge,
     /// The spine partition held in memory, indexed by key; feature rows stream past in any
-    /// order, unsorted ([`super::spine_hash`]). Only where the spine fits.
-    SpineHash,
+    /// order, unsorted ([`super::spine_index`]). Only where the spine fits.
+    SpineIndex,
 }
 
 /// Column positions of a spec in the inputs' schemas.
@@ -215,7 +215,7 @@ impl AsOfJoinExec {
         eq_properties.add_equivalence_group(spine.equivalence_properties().eq_group().clone())?;
         let emission = match spec.strategy {
             JoinStrategy::SortMerge => EmissionType::Incremental,
-            JoinStrategy::SpineHash => EmissionType::Final,
+            JoinStrategy::SpineIndex => EmissionType::Final,
         };
         let cache = PlanProperties::new(
             eq_properties,
@@ -294,8 +294,8 @@ impl DisplayAs for AsOfJoinExec {
         if let Some(ttl) = self.spec.ttl_micros {
             write!(f, ", ttl={ttl}us")?;
         }
-        if self.spec.strategy == JoinStrategy::SpineHash {
-            write!(f, ", spine_hash")?;
+        if self.spec.strategy == JoinStrategy::SpineIndex {
+            write!(f, ", spine_index")?;
         }
         Ok(())
     }
@@ -319,7 +319,7 @@ impl ExecutionPlan for AsOfJoinExec {
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
-        if self.spec.strategy == JoinStrategy::SpineHash {
+        if self.spec.strategy == JoinStrategy::SpineIndex {
             return vec![None, None];
         }
         let (spine, features) = self.orderings();
@@ -384,10 +384,10 @@ impl ExecutionPlan for AsOfJoinExec {
             })
             .collect();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        if self.spec.strategy == JoinStrategy::SpineHash {
+        if self.spec.strategy == JoinStrategy::SpineIndex {
             let reservation = MemoryConsumer::new(format!("AsOfJoinExec[{partition}]"))
                 .register(context.memory_pool());
-            let join = SpineHash::new(
+            let join = SpineIndex::new(
                 self.spec.table.clone(),
                 self.resolved.clone(),
                 self.spec.spine_time.clone(),
@@ -743,10 +743,10 @@ mod tests {
         }
     }
 
-    const STRATEGIES: [JoinStrategy; 2] = [JoinStrategy::SortMerge, JoinStrategy::SpineHash];
+    const STRATEGIES: [JoinStrategy; 2] = [JoinStrategy::SortMerge, JoinStrategy::SpineIndex];
 
     /// Run the join over already sorted single-partition inputs, split into batches of
-    /// `batch_rows` to exercise batch boundaries. The spine-hash join gets the feature rows
+    /// `batch_rows` to exercise batch boundaries. The spine-index join gets the feature rows
     /// in reverse, since it must not depend on their order.
     async fn run(
         spine_rows: RecordBatch,
@@ -757,7 +757,7 @@ mod tests {
     ) -> Vec<(String, i64, Option<i64>)> {
         let feature_rows = match strategy {
             JoinStrategy::SortMerge => feature_rows,
-            JoinStrategy::SpineHash => {
+            JoinStrategy::SpineIndex => {
                 let n = feature_rows.num_rows() as u32;
                 let reversed =
                     datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
@@ -959,7 +959,7 @@ mod tests {
     /// Rows that lose their slot are compacted away: 1000 spine rows, each beaten 100
     /// times over, one batch at a time.
     #[tokio::test]
-    async fn spine_hash_compacts_rows_that_lost() {
+    async fn spine_index_compacts_rows_that_lost() {
         let names: Vec<String> = (0..1000).map(|k| format!("k{k:04}")).collect();
         let mut rows: Vec<(&str, i64, i64, i64)> = Vec::new();
         for t in 0..100 {
@@ -976,7 +976,7 @@ mod tests {
             features(&rows),
             None,
             1000,
-            JoinStrategy::SpineHash,
+            JoinStrategy::SpineIndex,
         )
         .await;
         assert_eq!(out.len(), 1000);
@@ -1006,10 +1006,10 @@ mod tests {
         assert!(out.iter().enumerate().all(|(i, r)| r.2 == Some(i as i64)));
     }
 
-    /// The spine-hash join reserves what it holds; past the memory limit it fails saying
+    /// The spine-index join reserves what it holds; past the memory limit it fails saying
     /// what to change, rather than taking memory the limit does not allow.
     #[tokio::test]
-    async fn spine_hash_beyond_the_memory_limit_says_what_to_change() {
+    async fn spine_index_beyond_the_memory_limit_says_what_to_change() {
         let names: Vec<String> = (0..5000).map(|k| format!("k{k:05}")).collect();
         let spine_rows: Vec<(&str, i64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
         let s = spine(&spine_rows);
@@ -1018,7 +1018,7 @@ mod tests {
         let features =
             MemorySourceConfig::try_new_exec(&[vec![f.clone()]], f.schema(), None).unwrap();
         let spec = AsOfJoinSpec {
-            strategy: JoinStrategy::SpineHash,
+            strategy: JoinStrategy::SpineIndex,
             ..spec(None)
         };
         let join = Arc::new(AsOfJoinExec::try_new(spine, features, spec).unwrap());

@@ -44,7 +44,7 @@ pub struct SpineInput {
     /// The spine's time column (any timestamp type; naive times are UTC).
     pub time_column: String,
     /// Rows, and bytes uncompressed (as the Parquet footers say): what decides whether
-    /// the spine-hash join fits in memory.
+    /// the spine-index join fits in memory.
     pub rows: u64,
     pub bytes: u64,
 }
@@ -84,24 +84,24 @@ pub struct FileBuckets {
 pub enum FeaturePath {
     /// Each bucket's sorted files merged in place: no shuffle, no sort.
     BucketMerge,
-    /// Each bucket's files read one after another, unmerged (for the spine-hash join).
+    /// Each bucket's files read one after another, unmerged (for the spine-index join).
     BucketScan,
     /// Hash-shuffled by the keys (and sorted, for the sort-merge join).
     Shuffle,
 }
 
-/// Bytes the spine-hash join is assumed to hold per feature value of a type without a
+/// Bytes the spine-index join is assumed to hold per feature value of a type without a
 /// fixed width (strings, lists).
 const VARIABLE_VALUE_BYTES: u64 = 32;
 
-/// Whether the spine-hash join of `spine` with `tables` fits in `memory_limit`: each join
+/// Whether the spine-index join of `spine` with `tables` fits in `memory_limit`: each join
 /// holds the spine as it reaches it (with the features joined before) plus its index and
 /// the feature rows its slots hold (up to three per slot before they are compacted), and
 /// while one join hands its rows on, the next holds them too, hence twice that. A skewed
 /// spine may put every row in one partition, so the whole spine is counted, and it must fit
 /// in half the limit.
-pub fn spine_hash_fits(spine: &SpineInput, tables: &[TableInput], memory_limit: u64) -> bool {
-    let mut row_bytes = (super::spine_hash::BYTES_PER_SPINE_ROW as u64) * 2;
+pub fn spine_index_fits(spine: &SpineInput, tables: &[TableInput], memory_limit: u64) -> bool {
+    let mut row_bytes = (super::spine_index::BYTES_PER_SPINE_ROW as u64) * 2;
     for table in tables {
         for (feature, _) in &table.features {
             let width = table
@@ -146,7 +146,7 @@ impl TableInput {
                 None => return FeaturePath::Shuffle,
             }
         }
-        if canonical && join == JoinStrategy::SpineHash {
+        if canonical && join == JoinStrategy::SpineIndex {
             FeaturePath::BucketScan
         } else if canonical && per_bucket.iter().all(|&n| n <= max_files) {
             FeaturePath::BucketMerge
@@ -272,10 +272,10 @@ pub async fn build(
 
     let join = match planner.join() {
         JoinChoice::SortMerge => JoinStrategy::SortMerge,
-        JoinChoice::SpineHash => JoinStrategy::SpineHash,
+        JoinChoice::SpineIndex => JoinStrategy::SpineIndex,
         JoinChoice::Auto => match planner.memory_limit() {
-            Some(limit) if !spine_hash_fits(&spine, &tables, limit) => JoinStrategy::SortMerge,
-            _ => JoinStrategy::SpineHash,
+            Some(limit) if !spine_index_fits(&spine, &tables, limit) => JoinStrategy::SortMerge,
+            _ => JoinStrategy::SpineIndex,
         },
     };
     let mut outputs: Vec<String> = Vec::new();
