@@ -210,14 +210,25 @@ impl SpineIndex {
             key_rows[b as usize].row(r as usize)
         };
         let prefixes: Vec<u128> = (0..total as u32).map(|r| prefix(key(r).data())).collect();
+        // By (prefix, time, arrival) with cheap comparisons; then the rare runs of one
+        // prefix holding several keys by whole key (stable, so each key's rows keep their
+        // time order).
         let mut order: Vec<u32> = (0..total as u32).collect();
-        order.sort_unstable_by(|&x, &y| {
-            prefixes[x as usize]
-                .cmp(&prefixes[y as usize])
-                .then_with(|| key(x).cmp(&key(y)))
-                .then(times[x as usize].cmp(&times[y as usize]))
-                .then(x.cmp(&y))
-        });
+        order.sort_unstable_by_key(|&x| (prefixes[x as usize], times[x as usize], x));
+        let mut run = 0;
+        while run < total {
+            let first = prefixes[order[run] as usize];
+            let end = run
+                + order[run..]
+                    .iter()
+                    .position(|&x| prefixes[x as usize] != first)
+                    .unwrap_or(total - run);
+            let slice = &mut order[run..end];
+            if slice.windows(2).any(|w| key(w[0]) != key(w[1])) {
+                slice.sort_by(|&x, &y| key(x).cmp(&key(y)));
+            }
+            run = end;
+        }
         let data_bytes: usize = key_rows.iter().map(|r| r.size()).sum();
         let mut keys = SortedKeys {
             rows: self
@@ -275,32 +286,31 @@ impl SpineIndex {
             .ok_or_else(|| DataFusionError::Internal("`_seq` is not int64".into()))?;
         // First every row's key, then its slot: the keys are found walking forward, and
         // knowing them ahead lets the slots be fetched from memory ahead of their use.
-        let mut key_of = Vec::with_capacity(batch.num_rows());
+        // Each row's slots (empty if no spine row has its key).
+        let mut slots_of: Vec<(u32, u32)> = Vec::with_capacity(batch.num_rows());
         let mut cursor = self.cursor;
         for r in 0..batch.num_rows() {
             // Rows in key order walk the keys forward: fetch the keys a little ahead.
             keys.prefetch(cursor + PREFETCH_KEYS);
+            prefetch(self.slot_start.get(cursor + PREFETCH_KEYS));
             let probe = Probe::new(rows.row(r));
             cursor = keys.seek(cursor, &probe);
-            let found = keys.is(cursor, &probe);
-            key_of.push(if found { cursor as u32 } else { EMPTY });
+            slots_of.push(if keys.is(cursor, &probe) {
+                (self.slot_start[cursor], self.slot_start[cursor + 1])
+            } else {
+                (0, 0)
+            });
         }
         self.cursor = cursor;
         let mut won = Vec::new();
         for r in 0..batch.num_rows() {
-            if let Some(&ahead) = key_of.get(r + PREFETCH_ROWS)
-                && ahead != EMPTY
-            {
-                prefetch(self.slots.get(self.slot_start[ahead as usize] as usize));
+            if let Some(&(ahead, _)) = slots_of.get(r + PREFETCH_ROWS) {
+                prefetch(self.slots.get(ahead as usize));
             }
-            let key = key_of[r];
-            if key == EMPTY || times.is_null(r) {
+            let (low, high) = (slots_of[r].0 as usize, slots_of[r].1 as usize);
+            if low == high || times.is_null(r) {
                 continue; // no spine row has the key
             }
-            let (low, high) = (
-                self.slot_start[key as usize] as usize,
-                self.slot_start[key as usize + 1] as usize,
-            );
             let ts = times.value(r);
             let slot = low + self.slots[low..high].partition_point(|s| s.time < ts);
             if slot == high {
@@ -427,7 +437,7 @@ impl SpineIndex {
 }
 
 /// How many feature rows ahead a row's slots are fetched from memory.
-const PREFETCH_ROWS: usize = 16;
+const PREFETCH_ROWS: usize = 32;
 /// How many keys ahead of the last one found keys are fetched from memory.
 const PREFETCH_KEYS: usize = 32;
 
