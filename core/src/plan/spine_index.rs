@@ -42,8 +42,6 @@ use super::pit_join::Resolved;
 
 /// `Best::batch` of a slot no feature row has reached.
 const EMPTY: u32 = u32::MAX;
-/// `Best::batch` of a slot won by a row of the feature batch being read.
-const PENDING: u32 = u32::MAX - 1;
 /// Retained rows that lost their slot are compacted away once they outnumber the live
 /// ones by this many (and by the live count itself).
 const COMPACT_SLACK: usize = 64 * 1024;
@@ -55,9 +53,9 @@ pub const BYTES_PER_SPINE_ROW: usize = 64;
 struct Best {
     ts: i64,
     seq: i64,
-    /// Retained batch (or [`EMPTY`], [`PENDING`]).
+    /// Retained batch (or [`EMPTY`]).
     batch: u32,
-    /// Row in the retained batch (in the feature batch while [`PENDING`]).
+    /// Row in the retained batch.
     row: u32,
 }
 
@@ -188,7 +186,7 @@ impl SpineIndex {
     /// Sort the spine rows by (key, time, arrival) and lay out the keys and their slots.
     fn index_spine(&mut self) -> Result<()> {
         let total: usize = self.spine.iter().map(|b| b.num_rows()).sum();
-        if total >= PENDING as usize {
+        if total >= EMPTY as usize {
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "as-of join with `{}`: {total} spine rows in one partition are more than the \
                  spine-index join indexes; set training_set_join = \"sort_merge\"",
@@ -302,10 +300,14 @@ impl SpineIndex {
             });
         }
         self.cursor = cursor;
-        let mut won = Vec::new();
+        let id = self.retained.len() as u32;
+        let mut take_rows: Vec<u32> = Vec::new();
         for r in 0..batch.num_rows() {
-            if let Some(&(ahead, _)) = slots_of.get(r + PREFETCH_ROWS) {
-                prefetch(self.slots.get(ahead as usize));
+            if let Some(&(ahead, end)) = slots_of.get(r + PREFETCH_ROWS) {
+                // The first slots of the row's key: two to a cache line.
+                for slot in (ahead..end.min(ahead + 6)).step_by(2) {
+                    prefetch(self.slots.get(slot as usize));
+                }
             }
             let (low, high) = (slots_of[r].0 as usize, slots_of[r].1 as usize);
             if low == high || times.is_null(r) {
@@ -321,11 +323,13 @@ impl SpineIndex {
             {
                 continue; // too old for this slot, so for every later one
             }
+            // A winner's values are taken from this batch below, at the next index; a row
+            // it beats later in the batch stays there unused until the next compaction.
             let offered = Best {
                 ts,
                 seq: seqs.value(r),
-                batch: PENDING,
-                row: r as u32,
+                batch: id,
+                row: take_rows.len() as u32,
             };
             let best = &mut self.slots[slot].best;
             if offered.later_than(best) {
@@ -333,17 +337,7 @@ impl SpineIndex {
                     self.live += 1;
                 }
                 *best = offered;
-                won.push(slot as u32);
-            }
-        }
-        let id = self.retained.len() as u32;
-        let mut take_rows: Vec<u32> = Vec::new();
-        for &slot in &won {
-            let best = &mut self.slots[slot as usize].best;
-            if best.batch == PENDING {
-                take_rows.push(best.row);
-                best.batch = id;
-                best.row = (take_rows.len() - 1) as u32;
+                take_rows.push(r as u32);
             }
         }
         if take_rows.is_empty() {
