@@ -395,6 +395,7 @@ impl ExecutionPlan for AsOfJoinExec {
                 self.schema.clone(),
                 RowConverter::new(key_fields)?,
                 reservation,
+                context.session_config().batch_size(),
             );
             let stream = futures::stream::once(join.run(spine, features))
                 .map_ok(futures::stream::iter)

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, UInt32Array, new_null_array,
 };
-use datafusion::arrow::compute::{interleave, take};
+use datafusion::arrow::compute::{concat_batches, interleave, take};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::row::{Row, RowConverter, Rows};
 use datafusion::common::{DataFusionError, Result};
@@ -92,6 +92,8 @@ pub(super) struct SpineIndex {
     pub(super) schema: SchemaRef,
     pub(super) converter: RowConverter,
     pub(super) reservation: MemoryReservation,
+    /// Rows per output batch, at most (unless a spine batch is larger).
+    batch_size: usize,
     spine: VecDeque<RecordBatch>,
     /// The spine's distinct keys, sorted.
     keys: Option<SortedKeys>,
@@ -118,8 +120,10 @@ impl SpineIndex {
         schema: SchemaRef,
         converter: RowConverter,
         reservation: MemoryReservation,
+        batch_size: usize,
     ) -> Self {
         Self {
+            batch_size,
             table,
             resolved,
             spine_time_name,
@@ -425,6 +429,7 @@ impl SpineIndex {
             next_row: 0,
             values: self.retained.pop(),
             schema: self.schema,
+            batch_size: self.batch_size,
             _reservation: self.reservation,
         })
     }
@@ -549,6 +554,7 @@ pub(super) struct Output {
     /// The feature values of the rows that won (none if no row did).
     values: Option<Vec<ArrayRef>>,
     schema: SchemaRef,
+    batch_size: usize,
     _reservation: MemoryReservation,
 }
 
@@ -556,8 +562,24 @@ impl Iterator for Output {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = self.spine.pop_front()?;
-        let rows = batch.num_rows();
+        // Small spine batches (a shuffle's slices) are joined into batches of about
+        // `batch_size` rows: fewer, larger messages for the client.
+        let mut parts = vec![self.spine.pop_front()?];
+        let mut rows = parts[0].num_rows();
+        while let Some(next) = self.spine.front()
+            && rows + next.num_rows() <= self.batch_size
+        {
+            rows += next.num_rows();
+            parts.extend(self.spine.pop_front());
+        }
+        let batch = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            match concat_batches(&parts[0].schema(), &parts) {
+                Ok(batch) => batch,
+                Err(e) => return Some(Err(e.into())),
+            }
+        };
         let answer = &self.answer[self.next_row..self.next_row + rows];
         self.next_row += rows;
         let mut columns = batch.columns().to_vec();
