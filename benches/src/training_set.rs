@@ -295,8 +295,13 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
     );
     for table in &metadata.tables {
         println!(
-            "  {}: version {:?}, {} of {} files read, by {:?}",
-            table.table, table.delta_version, table.files_read, table.files_total, table.read_by
+            "  {}: version {:?}, {} of {} files read, by {:?}, joined by {:?}",
+            table.table,
+            table.delta_version,
+            table.files_read,
+            table.files_total,
+            table.read_by,
+            table.join
         );
     }
     Ok(())

@@ -12,6 +12,11 @@
 //! spills, is inserted). The merge itself then holds only the current spine batch and the
 //! few feature batches it spans: neither side has to fit in memory.
 //!
+//! With [`JoinStrategy::SpineIndex`] the same node instead holds its spine partition in
+//! memory, indexed by key, and takes the feature rows in any order
+//! ([`super::spine_index`]); neither input is sorted then. The planner picks it only when
+//! the spine fits (`training_set::spine_index_fits`).
+//!
 //! `_row` does not appear: the offline store holds each (keys, timestamp, `_seq`) once,
 //! because an ingest's duplicates are dropped by `_row` before it is committed.
 
@@ -388,10 +393,8 @@ impl ExecutionPlan for AsOfJoinExec {
             let reservation = MemoryConsumer::new(format!("AsOfJoinExec[{partition}]"))
                 .register(context.memory_pool());
             let join = SpineIndex::new(
-                self.spec.table.clone(),
+                &self.spec,
                 self.resolved.clone(),
-                self.spec.spine_time.clone(),
-                self.spec.ttl_micros,
                 self.schema.clone(),
                 RowConverter::new(key_fields)?,
                 reservation,

@@ -11,12 +11,15 @@
 //! slots carries the latest row forward: slot `i`'s answer is the latest of the rows
 //! offered to slots `0..=i`, dropped if the ttl excludes it.
 //!
-//! The index is the spine's distinct keys, row-encoded and sorted, with every key's slots
-//! laid out after the key before. A feature row finds its key by galloping forward from the
-//! key the row before found: an offline file is sorted by key, so a file's rows walk the
-//! index front to back and touch memory in order (a hash table was measured 2x slower,
-//! its lookups being cache misses). Rows in any other order still find their key, by
-//! searching from the start (log n comparisons).
+//! The index is the spine's distinct keys, row-encoded and sorted (compared by their first
+//! 16 bytes as a number before whole keys), with every key's slots laid out after the key
+//! before. A feature row finds its key by galloping forward from the key the row before
+//! found: an offline file is sorted by key, so a file's rows walk the index front to back.
+//! Rows in any other order still find their key, by searching from the start (log n
+//! comparisons). The index is far larger than the CPU caches and each row lands somewhere
+//! else in it, so the keys and slots of rows a few dozen ahead are prefetched; without that
+//! (or with a hash table from key to slots) every row waited for memory
+//! (docs/benchmarks.md has the steps and their times).
 //!
 //! Memory: the spine partition, a few dozen bytes per spine row, and the feature values of
 //! the rows slots hold (rows that lost their slot are compacted away as they pile up).
@@ -38,15 +41,17 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::MemoryReservation;
 use futures::StreamExt;
 
-use super::pit_join::Resolved;
+use super::pit_join::{AsOfJoinSpec, Resolved};
 
 /// `Best::batch` of a slot no feature row has reached.
 const EMPTY: u32 = u32::MAX;
 /// Retained rows that lost their slot are compacted away once they outnumber the live
 /// ones by this many (and by the live count itself).
 const COMPACT_SLACK: usize = 64 * 1024;
-/// Bytes reserved per spine row for the index: key, time, slot and best-row entries.
-pub const BYTES_PER_SPINE_ROW: usize = 64;
+/// Bytes reserved per spine row for the index: its slot (time and best row, 32), its spine
+/// row (4) and answer (8), and while the index is built its key prefix, time, position
+/// and order (36), with room to spare.
+pub const BYTES_PER_SPINE_ROW: usize = 96;
 
 /// The latest feature row offered to a slot so far.
 #[derive(Debug, Clone, Copy)]
@@ -85,13 +90,13 @@ struct Slot {
 
 /// One partition of a spine-index as-of join.
 pub(super) struct SpineIndex {
-    pub(super) table: String,
-    pub(super) resolved: Resolved,
-    pub(super) spine_time_name: String,
-    pub(super) ttl_micros: Option<i64>,
-    pub(super) schema: SchemaRef,
-    pub(super) converter: RowConverter,
-    pub(super) reservation: MemoryReservation,
+    table: String,
+    resolved: Resolved,
+    spine_time_name: String,
+    ttl_micros: Option<i64>,
+    schema: SchemaRef,
+    converter: RowConverter,
+    reservation: MemoryReservation,
     /// Rows per output batch, at most (unless a spine batch is larger).
     batch_size: usize,
     spine: VecDeque<RecordBatch>,
@@ -112,11 +117,11 @@ pub(super) struct SpineIndex {
 }
 
 impl SpineIndex {
+    /// The join `spec` (resolved to `resolved` against its inputs) producing `schema`,
+    /// comparing keys with `converter` and holding memory against `reservation`.
     pub(super) fn new(
-        table: String,
+        spec: &AsOfJoinSpec,
         resolved: Resolved,
-        spine_time_name: String,
-        ttl_micros: Option<i64>,
         schema: SchemaRef,
         converter: RowConverter,
         reservation: MemoryReservation,
@@ -124,10 +129,10 @@ impl SpineIndex {
     ) -> Self {
         Self {
             batch_size,
-            table,
+            table: spec.table.clone(),
             resolved,
-            spine_time_name,
-            ttl_micros,
+            spine_time_name: spec.spine_time.clone(),
+            ttl_micros: spec.ttl_micros,
             schema,
             converter,
             reservation,
