@@ -378,3 +378,149 @@ pub async fn build(
         join,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::{collect, displayable};
+
+    use crate::plan::session_config;
+
+    fn write(dir: &std::path::Path, name: &str, batch: &RecordBatch) -> String {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+        url::Url::from_file_path(&path).unwrap().to_string()
+    }
+
+    fn times(values: impl Iterator<Item = i64>) -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC"))
+    }
+
+    /// An unbucketed table (one written before buckets): the spine-index join takes its
+    /// rows shuffled but unsorted, the sort-merge join shuffled and sorted, and both give
+    /// the same rows; auto picks the spine index for a small spine and sort-merge when the
+    /// memory limit is too small for it.
+    #[tokio::test]
+    async fn both_joins_over_a_shuffled_table_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        // Feature rows in no particular order, over 3 files.
+        let mut files = Vec::new();
+        for f in 0..3i64 {
+            let n = 50i64;
+            let keys: Vec<String> = (0..n).map(|i| format!("u{}", (i * 7 + f) % 13)).collect();
+            let batch = RecordBatch::try_from_iter([
+                ("user", Arc::new(StringArray::from(keys)) as ArrayRef),
+                ("ts", times((0..n).map(|i| (i * 31 + f * 5) % 40))),
+                (
+                    "_seq",
+                    Arc::new(Int64Array::from(vec![f + 1; n as usize])) as ArrayRef,
+                ),
+                (
+                    "v",
+                    Arc::new(Int64Array::from_iter_values((0..n).map(|i| f * 1000 + i))),
+                ),
+            ])
+            .unwrap();
+            files.push((
+                write(dir.path(), &format!("f{f}.parquet"), &batch),
+                batch.schema(),
+            ));
+        }
+        let spine_batch = RecordBatch::try_from_iter([
+            (
+                "user",
+                Arc::new(StringArray::from_iter_values(
+                    (0..60).map(|i| format!("u{}", i % 15)),
+                )) as ArrayRef,
+            ),
+            ("t", times((0..60).map(|i| (i * 17) % 45))),
+        ])
+        .unwrap();
+        let spine = SpineInput {
+            files: vec![write(dir.path(), "spine.parquet", &spine_batch)],
+            schema: spine_batch.schema(),
+            time_column: "t".into(),
+            rows: 60,
+            bytes: 2_000,
+        };
+        let table = TableInput {
+            table: "events".into(),
+            files: files.iter().map(|f| f.0.clone()).collect(),
+            schema: files[0].1.clone(),
+            keys: vec![("user".into(), "user".into())],
+            timestamp: "ts".into(),
+            ttl_micros: Some(20),
+            features: vec![("v".into(), "events__v".into())],
+            time_range: None,
+            buckets: None,
+        };
+        let mut results = Vec::new();
+        // The third spine says it is 600 MiB: more than half of the 1 GiB limit.
+        let memory = 1usize << 30;
+        for (join, spine_bytes) in [
+            (JoinChoice::Auto, 2_000),
+            (JoinChoice::SortMerge, 2_000),
+            (JoinChoice::Auto, 600 << 20),
+        ] {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_limit(memory, 1.0)
+                .build_arc()
+                .unwrap();
+            let planner = Planner::new(session_config(2, memory as u64), runtime).with_join(join);
+            let spine = SpineInput {
+                bytes: spine_bytes,
+                ..spine.clone()
+            };
+            let built = build(&planner, spine, vec![table.clone()]).await.unwrap();
+            let shown = displayable(built.plan.as_ref()).indent(false).to_string();
+            let want_join = if join == JoinChoice::Auto && spine_bytes < memory as u64 / 4 {
+                JoinStrategy::SpineIndex
+            } else {
+                JoinStrategy::SortMerge
+            };
+            assert_eq!(
+                built.join, want_join,
+                "{join:?}, spine of {spine_bytes} bytes"
+            );
+            assert_eq!(built.paths, [FeaturePath::Shuffle]);
+            assert!(shown.contains("RepartitionExec"), "{shown}");
+            assert_eq!(
+                shown.contains("SortExec"),
+                want_join == JoinStrategy::SortMerge,
+                "{shown}"
+            );
+            let batches = collect(built.plan, planner.ctx().task_ctx()).await.unwrap();
+            let mut rows = Vec::new();
+            for b in &batches {
+                let (user, t, v) = (
+                    b.column(0).as_string::<i32>(),
+                    b.column(1).as_primitive::<TimestampMicrosecondType>(),
+                    b.column(2).as_primitive::<Int64Type>(),
+                );
+                for i in 0..b.num_rows() {
+                    rows.push((
+                        user.value(i).to_string(),
+                        t.value(i),
+                        (!v.is_null(i)).then(|| v.value(i)),
+                    ));
+                }
+            }
+            rows.sort();
+            assert_eq!(rows.len(), 60, "one row per spine row");
+            results.push(rows);
+        }
+        assert_eq!(results[0], results[1], "spine index and sort-merge agree");
+        assert_eq!(results[1], results[2]);
+        assert!(
+            results[0].iter().any(|r| r.2.is_some()) && results[0].iter().any(|r| r.2.is_none())
+        );
+    }
+}
