@@ -749,9 +749,16 @@ mod tests {
 
     const STRATEGIES: [JoinStrategy; 2] = [JoinStrategy::SortMerge, JoinStrategy::SpineIndex];
 
+    fn reversed(batch: RecordBatch) -> RecordBatch {
+        let n = batch.num_rows() as u32;
+        let indices = datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
+        datafusion::arrow::compute::take_record_batch(&batch, &indices).unwrap()
+    }
+
     /// Run the join over already sorted single-partition inputs, split into batches of
-    /// `batch_rows` to exercise batch boundaries. The spine-index join gets the feature rows
-    /// in reverse, since it must not depend on their order.
+    /// `batch_rows` to exercise batch boundaries. The spine-index join gets both inputs in
+    /// reverse, since it must not depend on their order (and keeps the spine's order: its
+    /// output is reversed back here).
     async fn run(
         spine_rows: RecordBatch,
         feature_rows: RecordBatch,
@@ -759,14 +766,9 @@ mod tests {
         batch_rows: usize,
         strategy: JoinStrategy,
     ) -> Vec<(String, i64, Option<i64>)> {
-        let feature_rows = match strategy {
-            JoinStrategy::SortMerge => feature_rows,
-            JoinStrategy::SpineIndex => {
-                let n = feature_rows.num_rows() as u32;
-                let reversed =
-                    datafusion::arrow::array::UInt32Array::from_iter_values((0..n).rev());
-                datafusion::arrow::compute::take_record_batch(&feature_rows, &reversed).unwrap()
-            }
+        let (spine_rows, feature_rows) = match strategy {
+            JoinStrategy::SortMerge => (spine_rows, feature_rows),
+            JoinStrategy::SpineIndex => (reversed(spine_rows), reversed(feature_rows)),
         };
         let split = |b: RecordBatch| -> Vec<RecordBatch> {
             (0..b.num_rows())
@@ -801,6 +803,9 @@ mod tests {
                     (!v.is_null(i)).then(|| v.value(i)),
                 ));
             }
+        }
+        if strategy == JoinStrategy::SpineIndex {
+            out.reverse();
         }
         out
     }
@@ -915,7 +920,18 @@ mod tests {
             state % n
         };
         for round in 0..20 {
-            let keys = ["a", "b", "c", "d", "e"];
+            // Odd rounds use keys longer than the index's 16-byte prefix, all sharing it.
+            let keys: [&str; 5] = if round % 2 == 0 {
+                ["a", "b", "c", "d", "e"]
+            } else {
+                [
+                    "a_key_longer_than_16_bytes_a",
+                    "a_key_longer_than_16_bytes_b",
+                    "a_key_longer_than_16_bytes_c",
+                    "a_key_longer_than_16_bytes_d",
+                    "a_key_longer_than_16_bytes_e",
+                ]
+            };
             let mut rows: Vec<(&str, i64, i64, i64)> = (0..next(60) + 1)
                 .map(|i| {
                     (

@@ -159,6 +159,9 @@ impl SpineIndex {
             self.add_spine(batch)?;
         }
         self.index_spine()?;
+        if self.slots.is_empty() {
+            return self.finish(); // nothing to join: the feature side is not read
+        }
         while let Some(batch) = features.next().await.transpose()? {
             self.offer(&batch)?;
         }
@@ -362,7 +365,9 @@ impl SpineIndex {
         self.grow(values.iter().map(|v| v.get_array_memory_size()).sum())?;
         self.retained.push(values);
         self.retained_rows += indices.len();
-        if self.retained_rows > 2 * self.live + COMPACT_SLACK {
+        // A compaction walks every slot: waiting for a quarter of their number in lost
+        // rows keeps its cost per lost row bounded.
+        if self.retained_rows > 2 * self.live + COMPACT_SLACK.max(self.slots.len() / 4) {
             self.compact()?;
         }
         Ok(())

@@ -95,11 +95,12 @@ pub enum FeaturePath {
 const VARIABLE_VALUE_BYTES: u64 = 32;
 
 /// Whether the spine-index join of `spine` with `tables` fits in `memory_limit`: each join
-/// holds the spine as it reaches it (with the features joined before) plus its index and
-/// the feature rows its slots hold (up to three per slot before they are compacted), and
-/// while one join hands its rows on, the next holds them too, hence twice that. A skewed
-/// spine may put every row in one partition, so the whole spine is counted, and it must fit
-/// in half the limit.
+/// holds the spine as it reaches it (with the features joined before; the spine's Parquet
+/// size counted twice, as encodings such as dictionaries are smaller than Arrow arrays)
+/// plus its index and the feature rows its slots hold (up to three per slot before they are
+/// compacted), and while one join hands its rows on, the next holds them too, hence twice
+/// that. A skewed spine may put every row in one partition, so the whole spine is counted,
+/// and it must fit in half the limit.
 pub fn spine_index_fits(spine: &SpineInput, tables: &[TableInput], memory_limit: u64) -> bool {
     let mut row_bytes = (super::spine_index::BYTES_PER_SPINE_ROW as u64) * 2;
     for table in tables {
@@ -116,6 +117,7 @@ pub fn spine_index_fits(spine: &SpineInput, tables: &[TableInput], memory_limit:
     let need = 2u64.saturating_mul(
         spine
             .bytes
+            .saturating_mul(2)
             .saturating_add(spine.rows.saturating_mul(row_bytes)),
     );
     need <= memory_limit / 2
