@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{example_files, put, raw_action, start, wait_job};
+use common::{example_files, put, raw_action, start, wait_job, workspace_with_files};
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -60,20 +60,9 @@ fn files_under(dir: &std::path::Path) -> usize {
 }
 
 async fn setup(client: &mut arrow_flight::FlightClient, kind: &str) {
-    raw_action(
-        client,
-        "create_workspace",
-        &json!({"name": "prod", "kind": kind}).to_string(),
-    )
-    .await
-    .unwrap();
-    raw_action(
-        client,
-        "apply",
-        &json!({"workspace": "prod", "files": example_files()}).to_string(),
-    )
-    .await
-    .unwrap();
+    workspace_with_files(client, "prod", kind, example_files())
+        .await
+        .unwrap();
 }
 
 fn ingest_command() -> serde_json::Value {

@@ -22,7 +22,7 @@ use ftab_core::plan::JoinChoice;
 use serde::Deserialize;
 use serde_json::json;
 
-use common::{connect, put, raw_action, training_set, wait_job};
+use common::{connect, put, training_set, wait_job, workspace_with_files};
 
 // ---------------------------------------------------------------------------------------
 // Pipe tables: the golden cases' data.
@@ -298,21 +298,10 @@ async fn run_case(url: &str, name: &str, case: &Case) -> Result<(), String> {
         std::fs::read_to_string(golden_dir().join("repo.toml")).expect("golden repo.toml")
     });
     let types = table_types(&repo);
-    raw_action(
-        client,
-        "create_workspace",
-        &json!({"name": workspace, "kind": "live"}).to_string(),
-    )
-    .await
-    .map_err(|e| format!("create_workspace: {e}"))?;
-    raw_action(
-        client,
-        "apply",
-        &json!({"workspace": workspace, "files": [{"path": "repo.toml", "content": repo}]})
-            .to_string(),
-    )
-    .await
-    .map_err(|e| format!("apply: {e}"))?;
+    let files = json!([{"path": "repo.toml", "content": repo}]);
+    workspace_with_files(client, &workspace, "live", files)
+        .await
+        .map_err(|e| format!("create_workspace and apply: {e}"))?;
 
     let mut after_ingest = Vec::new();
     for (i, ingest) in case.ingest.iter().enumerate() {
@@ -588,20 +577,10 @@ schema = [
 ]
 "#
     );
-    raw_action(
-        client,
-        "create_workspace",
-        &json!({"name": "prod", "kind": "live"}).to_string(),
-    )
-    .await
-    .unwrap();
-    raw_action(
-        client,
-        "apply",
-        &json!({"workspace": "prod", "files": [{"path": "r.toml", "content": repo}]}).to_string(),
-    )
-    .await
-    .unwrap();
+    let files = json!([{"path": "r.toml", "content": repo}]);
+    workspace_with_files(client, "prod", "live", files)
+        .await
+        .unwrap();
 
     let mut rng = Rng(seed);
     let base = 1_700_000_000_000_000i64;
@@ -814,22 +793,11 @@ async fn results_expire_after_their_retention() {
     .await;
     let url = running.url.clone();
     let client = &mut running.client;
-    raw_action(
-        client,
-        "create_workspace",
-        &json!({"name": "prod", "kind": "live"}).to_string(),
-    )
-    .await
-    .unwrap();
     let repo = std::fs::read_to_string(golden_dir().join("repo.toml")).unwrap();
-    raw_action(
-        client,
-        "apply",
-        &json!({"workspace": "prod", "files": [{"path": "repo.toml", "content": repo}]})
-            .to_string(),
-    )
-    .await
-    .unwrap();
+    let files = json!([{"path": "repo.toml", "content": repo}]);
+    workspace_with_files(client, "prod", "live", files)
+        .await
+        .unwrap();
     let spine = pipe_table("user_id:string | t:timestamp\nu1 | 2024-01-01T00:00:00Z\n")
         .batch(&BTreeMap::new());
     put(client, json!({"spine": {"name": "s"}}), vec![spine])

@@ -292,12 +292,10 @@ impl ExecutionPlan for BucketMergeExec {
 
     fn replace_children(
         self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children).map_err(|c: Vec<_>| {
-            DataFusionError::Internal(format!("BucketMergeExec has one input, got {}", c.len()))
-        })?;
+        let input = super::ingest::only_child(&mut children, "BucketMergeExec")?;
         Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
     }
 

@@ -335,7 +335,7 @@ impl ExecutionPlan for IngestWriteExec {
 }
 
 /// The one child of a unary node, or an error naming the node.
-fn only_child(
+pub(super) fn only_child(
     children: &mut Vec<Arc<dyn ExecutionPlan>>,
     node: &str,
 ) -> Result<Arc<dyn ExecutionPlan>> {

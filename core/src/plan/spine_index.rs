@@ -101,7 +101,7 @@ pub(super) struct SpineIndex {
     batch_size: usize,
     spine: VecDeque<RecordBatch>,
     /// The spine's distinct keys, sorted.
-    keys: Option<SortedKeys>,
+    keys: SortedKeys,
     /// The slots of key `k` are `slot_start[k]..slot_start[k + 1]`, ordered by time.
     slot_start: Vec<u32>,
     slots: Vec<Slot>,
@@ -127,8 +127,13 @@ impl SpineIndex {
         reservation: MemoryReservation,
         batch_size: usize,
     ) -> Self {
+        let keys = SortedKeys {
+            rows: converter.empty_rows(0, 0),
+            prefixes: Vec::new(),
+        };
         Self {
             batch_size,
+            keys,
             table: spec.table.clone(),
             resolved,
             spine_time_name: spec.spine_time.clone(),
@@ -137,7 +142,6 @@ impl SpineIndex {
             converter,
             reservation,
             spine: VecDeque::new(),
-            keys: None,
             slot_start: Vec::new(),
             slots: Vec::new(),
             slot_row: Vec::new(),
@@ -248,7 +252,11 @@ impl SpineIndex {
         };
         let mut slot_start = Vec::new();
         for (slot, &row) in order.iter().enumerate() {
-            if slot == 0 || key(order[slot - 1]) != key(row) {
+            let previous = slot.checked_sub(1).map(|s| order[s]);
+            let new_key = previous.is_none_or(|p| {
+                prefixes[p as usize] != prefixes[row as usize] || key(p) != key(row)
+            });
+            if new_key {
                 keys.rows.push(key(row));
                 keys.prefixes.push(prefixes[row as usize]);
                 slot_start.push(slot as u32);
@@ -263,7 +271,7 @@ impl SpineIndex {
             })
             .collect();
         self.grow(keys.rows.size() + keys.prefixes.len() * 16 + slot_start.len() * 4)?;
-        self.keys = Some(keys);
+        self.keys = keys;
         self.slot_start = slot_start;
         self.slot_row = order;
         Ok(())
@@ -277,12 +285,10 @@ impl SpineIndex {
     /// Offer each row of a feature batch to its slot, and keep the values of the rows that
     /// won one.
     fn offer(&mut self, batch: &RecordBatch) -> Result<()> {
-        let Some(keys) = &self.keys else {
-            return Ok(()); // no spine rows
-        };
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let keys = &self.keys;
         let rows = self.key_rows(batch, &self.resolved.feature_keys)?;
         let times = batch
             .column(self.resolved.feature_time)

@@ -106,6 +106,21 @@ pub async fn raw_action(
     Ok(serde_json::from_slice(&results[0]).unwrap())
 }
 
+/// Create workspace `name` of `kind` (`live` or `dev`) and apply `files`
+/// (`[{"path": ..., "content": ...}]`) to it.
+pub async fn workspace_with_files(
+    client: &mut FlightClient,
+    name: &str,
+    kind: &str,
+    files: serde_json::Value,
+) -> Result<(), tonic::Status> {
+    let workspace = serde_json::json!({"name": name, "kind": kind});
+    raw_action(client, "create_workspace", &workspace.to_string()).await?;
+    let apply = serde_json::json!({"workspace": name, "files": files});
+    raw_action(client, "apply", &apply.to_string()).await?;
+    Ok(())
+}
+
 /// DoPut `command` with `batches`; the PutResult metadata.
 pub async fn put(
     client: &mut FlightClient,
