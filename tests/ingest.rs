@@ -285,3 +285,90 @@ fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
         serde_json::json!(["user_login_count_7d", 3])
     );
 }
+
+/// A file that cannot be read to its end stores nothing, and leaves its idempotency key
+/// free: the CLI aborts the upload instead of ending it cleanly (which the scheduler would
+/// take for a complete upload). Before, the first 65,536 rows were committed, the job
+/// succeeded, and the corrected file was answered "already ingested".
+#[test]
+fn a_file_that_fails_half_way_stores_nothing_and_keeps_its_key_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let scheduler = SchedulerProcess::start(&data_dir);
+    setup(&scheduler);
+    let t = hours_ago(3);
+    let lines = |bad: bool| {
+        let mut text = String::from("user_id,timestamp,user_login_count_7d,user_login_count_30d\n");
+        for i in 0..70_005u64 {
+            // Line 70,001 of the file (the header is line 1).
+            let count = if bad && i == 69_999 {
+                "abc".to_string()
+            } else {
+                i.to_string()
+            };
+            text.push_str(&format!("u{i},{t},{count},{i}\n"));
+        }
+        text
+    };
+    let broken = write(dir.path(), "logins.csv", &lines(true));
+    let ingest = |file: &str| {
+        scheduler.ftab(&[
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            file,
+            "--idempotency-key",
+            "nightly-2026-11-30",
+            "--wait",
+        ])
+    };
+    let err = ingest(&broken).fails_with(1).to_string();
+    assert!(err.contains("logins.csv") && err.contains("'abc'"), "{err}");
+    assert!(err.contains("nothing was ingested"), "{err}");
+    let jobs = scheduler
+        .ftab(&["--output", "json", "jobs", "list", "-w", "prod"])
+        .json();
+    assert_eq!(
+        jobs["jobs"],
+        serde_json::json!([]),
+        "no ingest recorded: {jobs}"
+    );
+    assert!(
+        describe(&scheduler)["offline"]["rows"]
+            .as_u64()
+            .unwrap_or(0)
+            == 0,
+        "nothing offline"
+    );
+    assert_eq!(
+        ftab_e2e::files_under(&data_dir.join("store/staging")),
+        0,
+        "nothing staged"
+    );
+
+    // The corrected file goes in whole under the same key.
+    let fixed = write(dir.path(), "logins.csv", &lines(false));
+    let text = ingest(&fixed).ok().to_string();
+    assert!(text.contains("staged 70005 rows"), "{text}");
+    assert_eq!(describe(&scheduler)["offline"]["rows"], 70_005);
+    // A retry of it replays; other rows under the key are refused.
+    let text = ingest(&fixed).ok().to_string();
+    assert!(
+        text.contains("already ingested (same idempotency key)"),
+        "{text}"
+    );
+    let other = write(
+        dir.path(),
+        "other.csv",
+        &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{t},1,1\n"),
+    );
+    let err = ingest(&other).fails_with(1).to_string();
+    assert!(
+        err.contains("idempotency key `nightly-2026-11-30` was already used")
+            && err.contains("with different data"),
+        "{err}"
+    );
+    assert_eq!(describe(&scheduler)["offline"]["rows"], 70_005);
+}

@@ -418,6 +418,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         code,
                         message: format!("{}: {message}", path.display()),
                     },
+                    ClientError::Data(message) => {
+                        ClientError::Data(format!("{}: {message}", path.display()))
+                    }
                     other => other,
                 })?;
                 print(format, &result, |r| {

@@ -18,7 +18,7 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 
 use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightInfo};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
@@ -29,7 +29,7 @@ use ftab_core::protocol::{
     GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
     ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
     ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo, TableDescription,
-    TableListing, TrainingSetInfo, TrainingSetRequest, WorkspaceInfo, WorkspaceKind,
+    TableListing, TrainingSetInfo, TrainingSetRequest, UploadControl, WorkspaceInfo, WorkspaceKind,
 };
 use ftab_core::repository::RepositoryFile;
 
@@ -246,6 +246,10 @@ impl FtabClient {
     }
 
     /// DoPut `command` with `batches`; its one PutResult's metadata, decoded.
+    ///
+    /// If reading `batches` fails half-way, the upload is aborted with an
+    /// [`UploadControl::Abort`] message instead of simply ending (which the scheduler would
+    /// take for a complete upload and store), and the read error is returned.
     async fn put<T: DeserializeOwned>(
         &mut self,
         command: Command,
@@ -253,39 +257,78 @@ impl FtabClient {
         rows_sent: Arc<AtomicU64>,
     ) -> Result<T> {
         let name = command.name();
-        let (sender, receiver) =
-            tokio::sync::mpsc::channel::<Result<arrow::array::RecordBatch, FlightError>>(4);
+        let descriptor = FlightDescriptor::new_cmd(command.encode());
+        let (sender, receiver) = tokio::sync::mpsc::channel::<
+            std::result::Result<arrow::array::RecordBatch, arrow::error::ArrowError>,
+        >(4);
         let reader = tokio::task::spawn_blocking(move || {
             for batch in batches {
                 let failed = batch.is_err();
                 if let Ok(batch) = &batch {
                     rows_sent.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 }
-                if sender
-                    .blocking_send(batch.map_err(FlightError::Arrow))
-                    .is_err()
-                    || failed
-                {
+                if sender.blocking_send(batch).is_err() || failed {
                     break;
                 }
             }
         });
-        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        });
+        // The first read error, kept here; the data stream ends at it.
+        let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let batches = futures::stream::unfold(
+            (receiver, failure.clone()),
+            |(mut receiver, failure)| async move {
+                match receiver.recv().await {
+                    Some(Ok(batch)) => Some((Ok(batch), (receiver, failure))),
+                    Some(Err(e)) => {
+                        if let Ok(mut slot) = failure.lock() {
+                            *slot = Some(e.to_string());
+                        }
+                        None
+                    }
+                    None => None,
+                }
+            },
+        );
+        let abort = {
+            let failure = failure.clone();
+            let descriptor = descriptor.clone();
+            futures::stream::once(async move {
+                let reason = failure.lock().ok().and_then(|slot| slot.clone());
+                reason.map(|reason| arrow_flight::FlightData {
+                    flight_descriptor: Some(descriptor),
+                    app_metadata: UploadControl::Abort { reason }.encode().into(),
+                    ..Default::default()
+                })
+            })
+            .filter_map(|message| async move { message.map(Ok) })
+        };
         let data = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.encode())))
-            .build(batches);
+            .with_flight_descriptor(Some(descriptor))
+            .build(batches)
+            .chain(abort);
         let url = self.url.clone();
-        let results: Vec<arrow_flight::PutResult> = self
-            .flight
-            .do_put(data)
-            .await
-            .map_err(|e| ClientError::from_flight(&url, e))?
-            .try_collect()
-            .await
-            .map_err(|e| ClientError::from_flight(&url, e))?;
+        let answer: Result<Vec<arrow_flight::PutResult>> = async {
+            self.flight
+                .do_put(data)
+                .await
+                .map_err(|e| ClientError::from_flight(&url, e))?
+                .try_collect()
+                .await
+                .map_err(|e| ClientError::from_flight(&url, e))
+        }
+        .await;
         reader.abort();
+        let local = failure.lock().ok().and_then(|slot| slot.clone());
+        if let Some(local) = local {
+            // The local cause is the one to show; the scheduler stored nothing.
+            return Err(match answer {
+                Err(_) => ClientError::Data(format!("cannot read the data: {local}")),
+                Ok(_) => ClientError::Protocol(format!(
+                    "reading the data failed ({local}), but the scheduler accepted the upload it had received; check the ingests of the table"
+                )),
+            });
+        }
+        let results = answer?;
         let [result] = results.as_slice() else {
             return Err(ClientError::Protocol(format!(
                 "{name} answered {} results, expected one",

@@ -15,6 +15,7 @@
 //! Core knows nothing of Flight, HTTP or SQLite; the scheduler and the client build on it.
 
 pub mod codec;
+pub mod content_hash;
 pub mod definitions;
 pub mod diff;
 pub mod ids;

@@ -454,6 +454,31 @@ pub struct IngestCommand {
     pub drop_extra_columns: bool,
 }
 
+/// A control message inside a DoPut upload: a FlightData message with no data whose
+/// `app_metadata` is this JSON. `{"abort": {"reason": "..."}}` tells the server that the
+/// client could not produce the rest of the data: the server stores nothing and answers
+/// CANCELLED. An upload that simply ends is complete, so a client whose source fails
+/// half-way must abort (pyarrow: `writer.write_metadata(b'{"abort": {"reason": "..."}}')`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum UploadControl {
+    Abort { reason: String },
+}
+
+impl UploadControl {
+    /// The control message in a FlightData `app_metadata`, if it is one.
+    pub fn decode(app_metadata: &[u8]) -> Option<Self> {
+        if app_metadata.is_empty() {
+            return None;
+        }
+        serde_json::from_slice(app_metadata).ok()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an upload control message always serializes")
+    }
+}
+
 /// The PutResult `app_metadata` of an accepted ingest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IngestResult {

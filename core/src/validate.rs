@@ -55,6 +55,8 @@ pub enum ValidationError {
         "column `{column}` has a timestamp with sub-microsecond precision at row {row}; ftab stores microseconds, so round the timestamps first"
     )]
     SubMicrosecond { column: String, row: u64 },
+    #[error("column{} {} appear{} more than once in the data; each column must be sent once", plural(.names.len()), quoted(.names), if .names.len() == 1 { "s" } else { "" })]
+    DuplicateColumns { names: Vec<String> },
     #[error("the ingest has no rows")]
     Empty,
     #[error("the data's schema changed between batches at row {row}; send one schema per ingest")]
@@ -71,6 +73,25 @@ fn quoted(names: &[String]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Refuses a schema that names a column twice: which of the two is meant cannot be told,
+/// and Arrow's lookups by name would silently take the first.
+pub fn check_unique_columns(schema: &Schema) -> Result<(), ValidationError> {
+    let mut seen = BTreeSet::new();
+    let mut repeated = BTreeSet::new();
+    for field in schema.fields() {
+        if !seen.insert(field.name().as_str()) {
+            repeated.insert(field.name().clone());
+        }
+    }
+    if repeated.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError::DuplicateColumns {
+            names: repeated.into_iter().collect(),
+        })
+    }
 }
 
 /// Columns ftab adds; incoming data may not carry them.
@@ -109,6 +130,7 @@ impl IngestValidator {
         incoming: SchemaRef,
         drop_extra_columns: bool,
     ) -> Result<Self, ValidationError> {
+        check_unique_columns(&incoming)?;
         let target = table.arrow_schema(definitions);
         let keys: BTreeSet<String> = table
             .join_keys(definitions)
@@ -503,6 +525,38 @@ schema = [
             ("count", Arc::new(Int64Array::from(vec![1, 2]))),
             ("score", Arc::new(Float32Array::from(vec![0.5, 1.5]))),
         ]
+    }
+
+    /// Two columns of one name (of one type or two) are refused with the name: before,
+    /// the first was taken and the second dropped without a word.
+    #[test]
+    fn a_column_sent_twice_is_refused() {
+        for second in [
+            Arc::new(StringArray::from(vec!["c", "d"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![3, 4])) as ArrayRef,
+        ] {
+            let mut columns = good();
+            columns.push(("user_id", second));
+            let err = validator(&batch(columns), false).unwrap_err();
+            assert_eq!(
+                err,
+                ValidationError::DuplicateColumns {
+                    names: vec!["user_id".into()]
+                }
+            );
+            assert!(
+                err.to_string().contains("`user_id` appears more than once"),
+                "{err}"
+            );
+        }
+        // Even when the repeated column is an extra one the caller asked to drop.
+        let mut columns = good();
+        columns.push(("extra", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef));
+        columns.push(("extra", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef));
+        assert!(matches!(
+            validator(&batch(columns), true),
+            Err(ValidationError::DuplicateColumns { .. })
+        ));
     }
 
     #[test]

@@ -62,6 +62,14 @@ pub enum Error {
     #[error("catalog: {0}")]
     CatalogData(String),
 
+    /// The client gave up on its own request (an aborted upload).
+    #[error("{0}")]
+    Cancelled(String),
+
+    /// Stored data that must be there is not: the message names what and where.
+    #[error("{0}")]
+    DataLoss(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,12 +87,14 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::VersionConflict { .. } => Code::Aborted,
             Error::Unsupported(_) => Code::Unimplemented,
+            Error::DataLoss(_) => Code::DataLoss,
+            Error::Cancelled(_) => Code::Cancelled,
             Error::Catalog(_)
             | Error::CatalogData(_)
             | Error::Internal(_)
             | Error::JobFailed(_) => Code::Internal,
         };
-        if code == Code::Internal {
+        if matches!(code, Code::Internal | Code::DataLoss) {
             tracing::error!(%error, "request failed");
         }
         tonic::Status::new(code, error.to_string())

@@ -120,15 +120,43 @@ fn training_set_info(started: &Started, descriptor: FlightDescriptor) -> Result<
 }
 
 /// Decode the record batches that follow a command in a DoPut or DoExchange.
+/// The reason a client gave for aborting its upload.
+#[derive(Debug)]
+struct Aborted(String);
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Cap what is echoed: the reason comes from the client.
+        let reason: String = self.0.chars().take(2_000).collect();
+        f.write_str(&reason)
+    }
+}
+
+impl std::error::Error for Aborted {}
+
 fn record_batches(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> BoxStream<'static, Result<datafusion::arrow::array::RecordBatch, Error>> {
     // A first message that carries only the descriptor (DoExchange clients send the schema
     // after it) holds no data to decode.
-    let first = (!first.data_header.is_empty()).then_some(first);
+    let first = (!first.data_header.is_empty() || !first.app_metadata.is_empty()).then_some(first);
     let data = stream::iter(first.map(Ok))
-        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))));
+        .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))))
+        .and_then(|message| {
+            // A client whose source failed half-way aborts: nothing may be stored.
+            let control = if message.data_header.is_empty() {
+                protocol::UploadControl::decode(&message.app_metadata)
+            } else {
+                None
+            };
+            futures::future::ready(match control {
+                Some(protocol::UploadControl::Abort { reason }) => {
+                    Err(FlightError::ExternalError(Box::new(Aborted(reason))))
+                }
+                None => Ok(message),
+            })
+        });
     FlightRecordBatchStream::new_from_flight_data(data)
         .map_err(|e| match e {
             FlightError::Tonic(status) if status.code() == tonic::Code::Cancelled => {
@@ -136,6 +164,9 @@ fn record_batches(
                     "the upload was cancelled by the client; nothing was stored".into(),
                 )
             }
+            FlightError::ExternalError(inner) if inner.is::<Aborted>() => Error::Cancelled(
+                format!("the client aborted the upload: {inner}; nothing was stored"),
+            ),
             other => Error::InvalidArgument(format!(
                 "cannot decode the uploaded data: {other}; nothing was stored"
             )),

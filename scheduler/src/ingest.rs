@@ -14,6 +14,7 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::sync::Notify;
 
+use ftab_core::content_hash::ContentHash;
 use ftab_core::ids::{IngestId, JobId};
 use ftab_core::protocol::{
     IngestCommand, IngestResult, MAX_IDEMPOTENCY_KEY_LEN, StepState, WorkspaceKind,
@@ -21,7 +22,7 @@ use ftab_core::protocol::{
 use ftab_core::storage::ObjectStorage;
 use ftab_core::validate::IngestValidator;
 
-use crate::catalog::{Catalog, NewIngest, Recorded};
+use crate::catalog::{Catalog, KeyedIngest, NewIngest, Recorded};
 use crate::error::{Error, Result};
 use crate::workspaces::find_table;
 
@@ -80,12 +81,14 @@ impl Ingests {
                 .ingest_by_key(&state.name, &table.name, key)
                 .await?
         {
-            // Read the upload to its end so the client sees a normal answer, store nothing.
-            while let Some(batch) = batches.next().await {
-                batch?;
-            }
-            tracing::info!(workspace = %state.name, table = %table.name, ingest_id = %existing.ingest_id, "idempotent replay");
-            return Ok(existing);
+            // Read and hash the upload to its end, store nothing: a retry of the same rows
+            // is answered with the first ingest, different rows are refused.
+            let read = self
+                .read_upload(&table, &state.definitions, &command, &mut batches, None)
+                .await?;
+            same_content(key, &table.name, &existing, &read)?;
+            tracing::info!(workspace = %state.name, table = %table.name, ingest_id = %existing.result.ingest_id, "idempotent replay");
+            return Ok(existing.result);
         }
 
         let ingest_id = IngestId::generate();
@@ -94,10 +97,16 @@ impl Ingests {
             .storage
             .staging_prefix(&state.name, &table.name, &ingest_id);
         let staged = self
-            .stage(&table, &state.definitions, &command, &prefix, &mut batches)
+            .read_upload(
+                &table,
+                &state.definitions,
+                &command,
+                &mut batches,
+                Some(&prefix),
+            )
             .await;
-        let rows = match staged {
-            Ok(rows) => rows,
+        let read = match staged {
+            Ok(read) => read,
             Err(error) => {
                 self.discard(&prefix).await;
                 return Err(error);
@@ -130,21 +139,24 @@ impl Ingests {
                 table: table.name.clone(),
                 generation,
                 idempotency_key: command.idempotency_key.clone(),
-                rows,
+                content_hash: read.content_hash.clone(),
+                rows: read.rows,
                 staged_prefix: prefix.to_string(),
                 steps,
             })
             .await;
         match recorded {
             Ok(Recorded::New(result)) => {
-                tracing::info!(workspace = %state.name, table = %table.name, %ingest_id, %job_id, rows, seq = result.seq, "ingest staged and recorded");
+                tracing::info!(workspace = %state.name, table = %table.name, %ingest_id, %job_id, rows = read.rows, seq = result.seq, "ingest staged and recorded");
                 self.jobs_waiting.notify_one();
                 Ok(result)
             }
             Ok(Recorded::Replayed(existing)) => {
                 // The same key was recorded while this upload was staged.
                 self.discard(&prefix).await;
-                Ok(existing)
+                let key = command.idempotency_key.as_deref().unwrap_or_default();
+                same_content(key, &table.name, &existing, &read)?;
+                Ok(existing.result)
             }
             Err(error) => {
                 self.discard(&prefix).await;
@@ -153,34 +165,41 @@ impl Ingests {
         }
     }
 
-    /// Validate every batch and write the accepted ones to one Parquet file under
-    /// `prefix`. Returns the row count.
-    async fn stage<S>(
+    /// Validate every batch; with `stage_under`, write the accepted ones to one Parquet
+    /// file under that prefix. With an idempotency key, hash the validated rows.
+    async fn read_upload<S>(
         &self,
         table: &ftab_core::definitions::FeatureTable,
         definitions: &ftab_core::Definitions,
         command: &IngestCommand,
-        prefix: &Path,
         batches: &mut S,
-    ) -> Result<u64>
+        stage_under: Option<&Path>,
+    ) -> Result<ReadUpload>
     where
         S: Stream<Item = Result<RecordBatch>> + Unpin + Send,
     {
         let mut validator: Option<IngestValidator> = None;
+        let mut hash: Option<ContentHash> = None;
         let mut writer = None;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let validator = match &mut validator {
                 Some(v) => v,
-                None => validator.insert(
-                    IngestValidator::new(
+                None => {
+                    let v = IngestValidator::new(
                         table,
                         definitions,
                         batch.schema(),
                         command.drop_extra_columns,
                     )
-                    .map_err(invalid)?,
-                ),
+                    .map_err(invalid)?;
+                    if command.idempotency_key.is_some() {
+                        hash = Some(ContentHash::new(v.target_schema()).map_err(|e| {
+                            Error::Internal(format!("cannot hash the ingest: {e}"))
+                        })?);
+                    }
+                    validator.insert(v)
+                }
             };
             let first_row = validator.rows();
             let Some(converted) = validator.convert(&batch).map_err(invalid)? else {
@@ -189,6 +208,13 @@ impl Ingests {
             if converted.num_rows() == 0 {
                 continue;
             }
+            if let Some(hash) = &mut hash {
+                hash.update(&converted)
+                    .map_err(|e| Error::Internal(format!("cannot hash the ingest: {e}")))?;
+            }
+            let Some(prefix) = stage_under else {
+                continue;
+            };
             let converted = with_row_numbers(converted, first_row)?;
             let writer = match &mut writer {
                 Some(w) => w,
@@ -209,7 +235,10 @@ impl Ingests {
                 .await
                 .map_err(|e| Error::Internal(format!("cannot finish staging the ingest: {e}")))?;
         }
-        Ok(rows)
+        Ok(ReadUpload {
+            rows,
+            content_hash: hash.map(ContentHash::finish),
+        })
     }
 
     fn parquet_writer(
@@ -232,6 +261,36 @@ impl Ingests {
             tracing::warn!(%prefix, "cannot remove refused ingest's staged data: {e}");
         }
     }
+}
+
+/// What reading an upload found.
+struct ReadUpload {
+    rows: u64,
+    /// With an idempotency key, the hash of the validated rows.
+    content_hash: Option<String>,
+}
+
+/// Refuses an upload sent under an idempotency key already used for other rows. Ingests
+/// recorded before content hashes were kept replay without a check.
+fn same_content(
+    key: &str,
+    table: &ftab_core::names::TableName,
+    existing: &KeyedIngest,
+    read: &ReadUpload,
+) -> Result<()> {
+    let differs = existing.result.rows != read.rows
+        || matches!((&existing.content_hash, &read.content_hash), (Some(a), Some(b)) if a != b);
+    if differs {
+        let shown: String = key.chars().take(64).collect();
+        return Err(Error::FailedPrecondition(format!(
+            "idempotency key `{shown}{}` was already used for ingest {} of feature table `{table}` ({} rows) with different data ({} rows sent now); a retry must send the same rows, so send new data under a new key",
+            if shown.len() < key.len() { "..." } else { "" },
+            existing.result.ingest_id,
+            existing.result.rows,
+            read.rows,
+        )));
+    }
+    Ok(())
 }
 
 /// Add `_row`, each row's position in the ingest: the last tie-breaker of the write order.

@@ -161,6 +161,7 @@ impl Scheduler {
             waiting.clone(),
             self.retry,
         );
+        let online = self.online.clone();
         let (stop_jobs, jobs_stopped) = watch::channel(false);
         let training_sets = TrainingSets::new(
             self.catalog.clone(),
@@ -194,6 +195,7 @@ impl Scheduler {
         if let Err(e) = runner.await {
             tracing::error!("the job runner stopped abnormally: {e}");
         }
+        online.close();
         served
     }
 

@@ -77,6 +77,54 @@ pub struct TrainingSets {
     running: Arc<Mutex<HashMap<String, Arc<Running>>>>,
 }
 
+/// A training set that cannot be planned: files the Delta log names and the store lacks
+/// are data loss (named with the table, version and files); the rest is the request's.
+fn planning_error(error: datafusion::error::DataFusionError, tables: &[TrainingSetTable]) -> Error {
+    let missing = match error.find_root() {
+        datafusion::error::DataFusionError::External(inner) => {
+            inner.downcast_ref::<training_set::MissingFiles>().cloned()
+        }
+        _ => None,
+    };
+    let Some(missing) = missing else {
+        return invalid(format!("cannot plan the training set: {error}"));
+    };
+    let version = tables
+        .iter()
+        .find(|t| t.table.as_str() == missing.source_name)
+        .map(|t| {
+            t.delta_version.map_or_else(
+                || " (no version)".to_string(),
+                |v| format!(" at Delta version {v}"),
+            )
+        });
+    let shown: Vec<&str> = missing.files.iter().take(5).map(String::as_str).collect();
+    let more = missing.files.len().saturating_sub(shown.len());
+    let files = format!(
+        "{}{}",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    match version {
+        Some(version) => Error::DataLoss(format!(
+            "the offline table of feature table `{}`{version} names {} file{} the object store does not have: {files}; the training set would silently miss their rows, so it is refused. Restore the files from a backup, or re-ingest the data",
+            missing.source_name,
+            missing.files.len(),
+            if missing.files.len() == 1 { "" } else { "s" },
+        )),
+        None => Error::DataLoss(format!(
+            "{} file{} of the {} disappeared while the training set was planned: {files}; upload the spine again",
+            missing.files.len(),
+            if missing.files.len() == 1 { "" } else { "s" },
+            missing.source_name,
+        )),
+    }
+}
+
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
 }
@@ -184,6 +232,8 @@ impl TrainingSets {
                 Some(w) => w,
                 None => {
                     training_set::check_spine_columns(&batch.schema()).map_err(invalid)?;
+                    ftab_core::validate::check_unique_columns(&batch.schema())
+                        .map_err(|e| invalid(format!("the spine: {e}")))?;
                     writer.insert(
                         scratch_parquet_writer(
                             self.objects.store.clone(),
@@ -341,7 +391,7 @@ impl TrainingSets {
             tables,
         )
         .await
-        .map_err(|e| invalid(format!("cannot plan the training set: {e}")))?;
+        .map_err(|e| planning_error(e, &table_infos))?;
         for (info, path) in table_infos.iter_mut().zip(&plan.paths) {
             info.read_by = Some(*path);
             info.join = Some(plan.join);

@@ -22,7 +22,8 @@ type Encoded = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    /// `None` once closed: the file's lock is released and every use is an error.
+    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
 }
 
 fn store_error(e: impl std::fmt::Display) -> OnlineError {
@@ -34,7 +35,18 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, OnlineError> {
         let db = Database::create(path)
             .map_err(|e| OnlineError::Store(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
+        })
+    }
+
+    /// The open database (operations under way keep it open until they end).
+    fn database(&self) -> Result<Arc<Database>, OnlineError> {
+        self.db
+            .read()
+            .map_err(|_| OnlineError::Store("the online store's lock is poisoned".into()))?
+            .clone()
+            .ok_or_else(|| OnlineError::Store("the online store is closed".into()))
     }
 
     /// Encode the rows that are not expired: (key, record, (timestamp, seq)).
@@ -102,6 +114,12 @@ impl EmbeddedStore {
 }
 
 impl OnlineStore for EmbeddedStore {
+    fn close(&self) {
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
+    }
+
     fn write_latest<'a>(
         &'a self,
         table: &'a OnlineTable,
@@ -113,7 +131,7 @@ impl OnlineStore for EmbeddedStore {
             let started = std::time::Instant::now();
             let (encoded, expired) = Self::encode_rows(table, rows, seq, now_micros)?;
             let encoding = started.elapsed();
-            let db = self.db.clone();
+            let db = self.database()?;
             let namespace = table.namespace();
             let mut counts =
                 tokio::task::spawn_blocking(move || -> Result<WriteCounts, OnlineError> {
@@ -174,7 +192,7 @@ impl OnlineStore for EmbeddedStore {
     ) -> BoxFuture<'a, Result<Vec<Option<OnlineRecord>>, OnlineError>> {
         async move {
             let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
-            let db = self.db.clone();
+            let db = self.database()?;
             let namespace = table.namespace();
             let stored = tokio::task::spawn_blocking(
                 move || -> Result<Vec<Option<Vec<u8>>>, OnlineError> {

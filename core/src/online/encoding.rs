@@ -242,10 +242,16 @@ impl Reader<'_> {
     }
 }
 
+/// A float as JSON. JSON numbers cannot hold NaN or the infinities, and `null` means
+/// "no value", so those are the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the
+/// spelling of JavaScript, Jackson and pandas); docs/protocol.md.
 fn float(value: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(value)
-        .map(serde_json::Value::Number)
-        .unwrap_or(serde_json::Value::Null)
+    match serde_json::Number::from_f64(value) {
+        Some(number) => serde_json::Value::Number(number),
+        None if value.is_nan() => serde_json::json!("NaN"),
+        None if value > 0.0 => serde_json::json!("Infinity"),
+        None => serde_json::json!("-Infinity"),
+    }
 }
 
 /// UTC microseconds as RFC 3339.
@@ -310,7 +316,12 @@ mod tests {
             Arc::new(Float64Array::from(vec![Some(f64::NAN)])),
             Arc::new(BooleanArray::from(vec![Some(true)])),
             Arc::new(ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
-                Some(vec![Some(1.0), None]),
+                Some(vec![
+                    Some(1.0),
+                    None,
+                    Some(f32::INFINITY),
+                    Some(f32::NEG_INFINITY),
+                ]),
             ])),
         ];
         let columns: Vec<(&ArrayRef, &ValueType)> =
@@ -327,9 +338,9 @@ mod tests {
                 serde_json::Value::Null,
                 serde_json::json!(-5),
                 serde_json::json!(0.5),
-                serde_json::Value::Null,
+                serde_json::json!("NaN"),
                 serde_json::json!(true),
-                serde_json::json!([1.0, null]),
+                serde_json::json!([1.0, null, "Infinity", "-Infinity"]),
             ]
         );
         assert!(

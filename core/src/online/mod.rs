@@ -139,6 +139,11 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
         keys: &'a [Vec<KeyValue>],
         now_micros: i64,
     ) -> BoxFuture<'a, Result<Vec<Option<OnlineRecord>>, OnlineError>>;
+
+    /// Release what the store holds (the embedded store's file lock), so the same process
+    /// can open it again; later calls fail. Plan nodes may hold the store past a
+    /// scheduler's shutdown (Ballista's in-process tasks outlive it), hence explicit.
+    fn close(&self) {}
 }
 
 /// The online store of a process, as a DataFusion session extension: plan nodes that write

@@ -13,6 +13,7 @@
 //! run, and merges them into one stream sorted by (keys, timestamp, `_seq`). Only the spine
 //! is shuffled, into the same buckets.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -93,9 +94,16 @@ pub fn bucket_ids(keys: &[ArrayRef], count: u32) -> Result<Int32Array> {
         .collect())
 }
 
-/// What a [`BucketMergeExec`] merges by: columns of its input, by name.
+/// What a [`BucketMergeExec`] reads and merges by: its buckets, and columns of its input by
+/// name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketMergeSpec {
+    /// How many buckets the table has: the node's output partitions.
+    pub buckets: u32,
+    /// The bucket of every file the scan reads, by object store path. Partition `b` may
+    /// read only whole files of bucket `b`; anything else is refused (see
+    /// [`BucketMergeExec::check_groups`]).
+    pub file_buckets: BTreeMap<String, u32>,
     /// The join keys, in the table's key order (the order they were hashed in).
     pub keys: Vec<String>,
     /// The order every file is sorted in and the output is merged in: the keys, then the
@@ -116,8 +124,17 @@ fn merged() -> bool {
 ///
 /// The input is a Parquet [`DataSourceExec`] with one file group per bucket (whole files,
 /// never ranges). Its output is hash-partitioned by the keys like a shuffle into that many
-/// partitions, and sorted by [`BucketMergeSpec::order`]. Ballista restricts the input of a
-/// task to the task's file groups, so a task merges exactly its bucket's files.
+/// partitions, and sorted by [`BucketMergeSpec::order`].
+///
+/// The file groups *are* the partitioning, so nothing may regroup them after
+/// [`BucketMergeExec::over_scan`] made them: the scan declares its output partitioning,
+/// which stops DataFusion's `EnforceDistribution` from re-cutting its file groups into
+/// equal byte ranges (it does that to any file scan over `repartition_file_min_size`,
+/// without asking the parent; docs/training-sets.md tells the story). And every time the
+/// node is built (after each optimizer pass, in each Ballista task, on the executor),
+/// [`BucketMergeExec::check_groups`] refuses groups that hold another bucket's files or
+/// byte ranges: a regrouping fails loudly instead of joining rows with a spine partition
+/// that does not hold their keys.
 #[derive(Debug)]
 pub struct BucketMergeExec {
     input: Arc<dyn ExecutionPlan>,
@@ -144,7 +161,8 @@ fn scan_config(input: &Arc<dyn ExecutionPlan>) -> Result<&FileScanConfig> {
 
 impl BucketMergeExec {
     pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: BucketMergeSpec) -> Result<Self> {
-        scan_config(&input)?;
+        let config = scan_config(&input)?;
+        Self::check_groups(config, &spec)?;
         let schema = input.schema();
         let find = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
             let index = schema.index_of(name).map_err(|_| {
@@ -164,7 +182,8 @@ impl BucketMergeExec {
                 .collect::<Result<Vec<_>>>()?,
         )
         .ok_or_else(|| DataFusionError::Plan("a bucket merge needs an order".into()))?;
-        let partitions = input.properties().output_partitioning().partition_count();
+        // One partition per group: all buckets in the plan, a task's share in a task.
+        let partitions = config.file_groups.len();
         let orderings = if spec.merge {
             vec![ordering.clone()]
         } else {
@@ -189,8 +208,72 @@ impl BucketMergeExec {
         &self.spec
     }
 
+    /// Refuses a scan whose file groups are not the buckets: a group may hold only whole files of one bucket, no two groups the
+    /// same bucket, and when there is a group per bucket, group `b` is bucket `b`.
+    ///
+    /// A Ballista task sees fewer groups: the scheduler restricts a task's plan to the
+    /// partitions it runs, keeping group `p` of each of them (and the spine partitions
+    /// alike), so a group's position no longer names its bucket; its files still do.
+    pub fn check_groups(config: &FileScanConfig, spec: &BucketMergeSpec) -> Result<()> {
+        let regrouped = |what: String| {
+            DataFusionError::Internal(format!(
+                "bucket merge: {what}; the scan's file groups were regrouped after planning, which would join feature rows with a spine partition that does not hold their keys. This is a bug in ftab; please report it"
+            ))
+        };
+        let groups = config.file_groups.len();
+        if groups > spec.buckets as usize {
+            return Err(regrouped(format!(
+                "{groups} file groups for {} buckets",
+                spec.buckets
+            )));
+        }
+        let whole = groups == spec.buckets as usize;
+        let mut owner: BTreeMap<u32, usize> = BTreeMap::new();
+        for (index, group) in config.file_groups.iter().enumerate() {
+            let mut bucket_of_group = None;
+            for file in group.iter() {
+                let path = file.object_meta.location.as_ref();
+                if let Some(range) = &file.range {
+                    return Err(regrouped(format!(
+                        "partition {index} reads bytes {}..{} of `{path}`, not the whole file",
+                        range.start, range.end
+                    )));
+                }
+                let Some(&bucket) = spec.file_buckets.get(path) else {
+                    return Err(regrouped(format!(
+                        "partition {index} reads `{path}`, which is in no bucket"
+                    )));
+                };
+                match bucket_of_group {
+                    None => bucket_of_group = Some(bucket),
+                    Some(other) if other != bucket => {
+                        return Err(regrouped(format!(
+                            "partition {index} reads files of buckets {other} and {bucket}"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let Some(bucket) = bucket_of_group else {
+                continue;
+            };
+            if whole && bucket as usize != index {
+                return Err(regrouped(format!(
+                    "partition {index} reads the files of bucket {bucket}"
+                )));
+            }
+            if let Some(first) = owner.insert(bucket, index) {
+                return Err(regrouped(format!(
+                    "partitions {first} and {index} both read files of bucket {bucket}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Group `files` (URLs) of a scan into one group per bucket, `buckets[i]` being the
-    /// bucket of `files[i]`, and put [`BucketMergeExec`] over it.
+    /// bucket of `files[i]`, and put [`BucketMergeExec`] over it, merging by `order` if
+    /// `merge` (see [`BucketMergeSpec`]).
     ///
     /// `scan` is DataFusion's plan of a filtered Parquet scan over those files; its one
     /// `DataSourceExec` is replaced, everything above it kept. `None` when the plan has
@@ -200,12 +283,14 @@ impl BucketMergeExec {
         files: &[String],
         buckets: &[u32],
         count: u32,
-        spec: BucketMergeSpec,
+        keys: Vec<String>,
+        order: Vec<String>,
+        merge: bool,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if let Ok(config) = scan_config(&scan) {
-            let mut bucket_of = std::collections::HashMap::new();
+            let mut file_buckets = BTreeMap::new();
             for (file, &bucket) in files.iter().zip(buckets) {
-                bucket_of.insert(super::object_path(file)?.1, bucket);
+                file_buckets.insert(super::object_path(file)?.1.to_string(), bucket);
             }
             let mut groups: Vec<Vec<_>> = vec![Vec::new(); count as usize];
             let mut seen = std::collections::HashSet::new();
@@ -214,7 +299,7 @@ impl BucketMergeExec {
                 if !seen.insert(file.object_meta.location.clone()) {
                     continue;
                 }
-                let Some(&bucket) = bucket_of.get(&file.object_meta.location) else {
+                let Some(&bucket) = file_buckets.get(file.object_meta.location.as_ref()) else {
                     return Ok(None);
                 };
                 let mut whole = file.clone();
@@ -224,9 +309,18 @@ impl BucketMergeExec {
                     None => return Ok(None),
                 }
             }
+            // Declaring the partitioning keeps the optimizer from re-cutting the groups.
             let config = FileScanConfigBuilder::from(config.clone())
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_output_partitioning(Some(Partitioning::UnknownPartitioning(count as usize)))
                 .build();
+            let spec = BucketMergeSpec {
+                buckets: count,
+                file_buckets,
+                keys,
+                order,
+                merge,
+            };
             let exec = Self::try_new(DataSourceExec::from_data_source(config), spec)?;
             return Ok(Some(Arc::new(exec)));
         }
@@ -239,7 +333,7 @@ impl BucketMergeExec {
             return Ok(None);
         }
         let child = scan.children()[0].clone();
-        match Self::over_scan(child, files, buckets, count, spec)? {
+        match Self::over_scan(child, files, buckets, count, keys, order, merge)? {
             Some(child) => Ok(Some(scan.replace_children(vec![child], recompute())?)),
             None => Ok(None),
         }
@@ -318,19 +412,22 @@ impl ExecutionPlan for BucketMergeExec {
                 config.file_groups.len()
             );
         };
+        // A scan of one partition's files: the declared partitioning is the whole scan's.
+        let part_of = |files: Vec<_>| {
+            FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(vec![FileGroup::new(files)])
+                .with_output_partitioning(None)
+                .build()
+        };
         if !self.spec.merge {
-            let files = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(vec![group.clone()])
-                .build();
+            let files = part_of(group.iter().cloned().collect());
             return DataSourceExec::from_data_source(files).execute(0, context);
         }
         let streams = group
             .iter()
             .map(|file| {
-                let one = FileScanConfigBuilder::from(config.clone())
-                    .with_file_groups(vec![FileGroup::new(vec![file.clone()])])
-                    .build();
-                DataSourceExec::from_data_source(one).execute(0, context.clone())
+                DataSourceExec::from_data_source(part_of(vec![file.clone()]))
+                    .execute(0, context.clone())
             })
             .collect::<Result<Vec<_>>>()?;
         if streams.is_empty() {
@@ -490,14 +587,17 @@ mod tests {
         };
         // Merged, each bucket comes out sorted; unmerged, it comes out whole, in any order.
         for merge in [true, false] {
-            let spec = BucketMergeSpec {
-                keys: vec!["k".into()],
-                order: vec!["k".into(), "n".into(), "v".into()],
+            let plan = BucketMergeExec::over_scan(
+                scan().await,
+                &files,
+                &buckets,
+                2,
+                vec!["k".into()],
+                vec!["k".into(), "n".into(), "v".into()],
                 merge,
-            };
-            let plan = BucketMergeExec::over_scan(scan().await, &files, &buckets, 2, spec)
-                .unwrap()
-                .expect("a plain scan takes a bucket merge");
+            )
+            .unwrap()
+            .expect("a plain scan takes a bucket merge");
             let plan = planner.optimize(plan).unwrap();
             let shown = datafusion::physical_plan::displayable(plan.as_ref())
                 .indent(false)
@@ -534,15 +634,210 @@ mod tests {
             }
         }
         // A file the buckets do not name: no bucket merge.
-        let spec = BucketMergeSpec {
-            keys: vec!["k".into()],
-            order: vec!["k".into()],
-            merge: true,
-        };
         assert!(
-            BucketMergeExec::over_scan(scan().await, &files[1..], &buckets[1..], 2, spec)
-                .unwrap()
-                .is_none()
+            BucketMergeExec::over_scan(
+                scan().await,
+                &files[1..],
+                &buckets[1..],
+                2,
+                vec!["k".into()],
+                vec!["k".into()],
+                true
+            )
+            .unwrap()
+            .is_none()
         );
+    }
+
+    /// The file groups are the buckets, whatever the optimizer's thresholds: with
+    /// DataFusion told to cut any scan into byte ranges (`repartition_file_min_size` = 1),
+    /// every partition still holds exactly its bucket's whole files. Before the scan
+    /// declared its partitioning, this plan came out of the optimizer with the groups
+    /// re-cut into equal byte ranges, and rows met the wrong spine partition.
+    #[tokio::test]
+    async fn the_optimizer_does_not_regroup_the_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = session_config(2, 1 << 30);
+        config.options_mut().optimizer.repartition_file_min_size = 1;
+        let planner = Planner::new(config, Arc::new(RuntimeEnv::default()));
+        // Buckets of very different sizes, so equal byte ranges cross bucket lines.
+        let (files, buckets) = write_buckets(dir.path(), &[(0, 5, 2_000), (1, 1, 50)]);
+        for merge in [true, false] {
+            let scan = planner
+                .ctx()
+                .read_parquet(files.clone(), ParquetReadOptions::default())
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            let plan = BucketMergeExec::over_scan(
+                scan,
+                &files,
+                &buckets,
+                2,
+                vec!["k".into()],
+                vec!["k".into(), "n".into()],
+                merge,
+            )
+            .unwrap()
+            .unwrap();
+            let plan = planner.optimize(plan).unwrap();
+            let merge_node = find_merge(&plan);
+            let config = scan_config(&merge_node.input).unwrap();
+            assert_eq!(config.file_groups.len(), 2);
+            for (b, group) in config.file_groups.iter().enumerate() {
+                assert!(group.iter().all(|f| f.range.is_none()), "merge: {merge}");
+                assert_eq!(
+                    group.len(),
+                    buckets.iter().filter(|&&x| x as usize == b).count(),
+                    "bucket {b} holds its own files (merge: {merge})"
+                );
+            }
+            // And each bucket's rows come out in its own partition.
+            let parts = collect_partitioned(plan, planner.ctx().task_ctx())
+                .await
+                .unwrap();
+            let rows: Vec<usize> = parts
+                .iter()
+                .map(|p| p.iter().map(|b| b.num_rows()).sum())
+                .collect();
+            assert_eq!(rows, [5 * 2_000, 50], "merge: {merge}");
+        }
+    }
+
+    /// A scan whose groups are not the buckets is refused, at planning and at run time,
+    /// instead of silently joining rows in the wrong partition.
+    #[tokio::test]
+    async fn regrouped_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let planner = Planner::new(session_config(2, 1 << 30), Arc::new(RuntimeEnv::default()));
+        let (files, buckets) = write_buckets(dir.path(), &[(0, 2, 100), (1, 2, 100)]);
+        let scan = planner
+            .ctx()
+            .read_parquet(files.clone(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let plan = BucketMergeExec::over_scan(
+            scan,
+            &files,
+            &buckets,
+            2,
+            vec!["k".into()],
+            vec!["k".into()],
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        let merge = find_merge(&plan);
+        let config = scan_config(&merge.input).unwrap().clone();
+        let rebuilt = |groups: Vec<FileGroup>| {
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .build();
+            BucketMergeExec::try_new(
+                DataSourceExec::from_data_source(config),
+                merge.spec().clone(),
+            )
+        };
+        let all: Vec<_> = config
+            .file_groups
+            .iter()
+            .flat_map(|g| g.iter().cloned())
+            .collect();
+        // Swapped groups: each partition holds the other bucket's files.
+        let swapped = rebuilt(vec![
+            config.file_groups[1].clone(),
+            config.file_groups[0].clone(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(swapped.contains("of bucket 1"), "{swapped}");
+        // A file cut into byte ranges.
+        let mut ranged = config.file_groups[0].iter().cloned().collect::<Vec<_>>();
+        let first = ranged[0].clone();
+        let size = first.object_meta.size;
+        ranged[0] = first.clone().with_range(0, (size / 2) as i64);
+        ranged.push(first.with_range((size / 2) as i64, size as i64));
+        let ranges = rebuilt(vec![FileGroup::new(ranged), config.file_groups[1].clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(ranges.contains("not the whole file"), "{ranges}");
+        // Groups merged into one.
+        let merged = rebuilt(vec![FileGroup::new(all)]).unwrap_err().to_string();
+        assert!(
+            merged.contains("reads files of buckets 0 and 1"),
+            "{merged}"
+        );
+        // One bucket's files cut into two groups.
+        let files_0: Vec<_> = config.file_groups[0].iter().cloned().collect();
+        let split = rebuilt(vec![
+            FileGroup::new(files_0[..1].to_vec()),
+            FileGroup::new(files_0[1..].to_vec()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            split.contains("partition 1 reads the files of bucket 0"),
+            "{split}"
+        );
+        // A Ballista task of bucket 1 alone: its one group is bucket 1, one partition.
+        let task = rebuilt(vec![config.file_groups[1].clone()]).unwrap();
+        assert_eq!(task.properties().output_partitioning().partition_count(), 1);
+    }
+
+    /// Parquet files of (k, n) rows: `(bucket, files, rows per file)` for each bucket,
+    /// each file sorted by k and holding only keys of its bucket. Returns the file URLs and
+    /// their buckets.
+    fn write_buckets(
+        dir: &std::path::Path,
+        shape: &[(u32, usize, usize)],
+    ) -> (Vec<String>, Vec<u32>) {
+        let mut files = Vec::new();
+        let mut buckets = Vec::new();
+        for &(bucket, count, rows) in shape {
+            let mut keys = Vec::new();
+            let mut candidate = 0u64;
+            while keys.len() < rows {
+                let key = format!("key{candidate:08}");
+                candidate += 1;
+                let array: ArrayRef = Arc::new(StringArray::from(vec![key.as_str()]));
+                if bucket_ids(&[array], 2).unwrap().value(0) as u32 == bucket {
+                    keys.push(key);
+                }
+            }
+            for f in 0..count {
+                let numbers: Vec<i64> = (0..rows as i64).map(|i| i + f as i64).collect();
+                let b = batch(
+                    &keys.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                    &numbers,
+                    &numbers,
+                );
+                let path = dir.join(format!("b{bucket}-f{f}.parquet"));
+                let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+                    std::fs::File::create(&path).unwrap(),
+                    b.schema(),
+                    None,
+                )
+                .unwrap();
+                writer.write(&b).unwrap();
+                writer.close().unwrap();
+                files.push(url::Url::from_file_path(&path).unwrap().to_string());
+                buckets.push(bucket);
+            }
+        }
+        (files, buckets)
+    }
+
+    /// The bucket merge node in a plan.
+    fn find_merge(plan: &Arc<dyn ExecutionPlan>) -> &BucketMergeExec {
+        fn search(plan: &Arc<dyn ExecutionPlan>) -> Option<&BucketMergeExec> {
+            plan.downcast_ref::<BucketMergeExec>()
+                .or_else(|| plan.children().into_iter().find_map(search))
+        }
+        search(plan).expect("the plan has a bucket merge")
     }
 }

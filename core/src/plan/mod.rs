@@ -33,11 +33,19 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 /// repartitioning, no string views, which Arrow IPC ships badly) plus `target_partitions`:
 /// how many partitions shuffles produce, the parallelism of every job. A sort keeps back
 /// memory to merge its spill files (`merge_reserve`); see docs/cluster.md.
+///
+/// Per-file statistics are not collected when scans are planned. DataFusion 55's Parquet
+/// opener reads a column whose statistics say min == max with no nulls as that constant,
+/// and Parquet min/max statistics leave NaN out, so `[2.5, NaN, 2.5]` came back as
+/// `[2.5, 2.5, 2.5]` (docs/ingest.md). No ftab plan needs those statistics: row groups are
+/// still pruned by the footers as a file is opened, and training sets prune files by the
+/// Delta log's statistics.
 pub fn session_config(target_partitions: usize, memory_limit: u64) -> SessionConfig {
     let target_partitions = target_partitions.max(1);
     let merge_reserve = merge_reserve(target_partitions, memory_limit);
     SessionConfig::new()
         .with_target_partitions(target_partitions)
+        .with_collect_statistics(false)
         .with_information_schema(false)
         .with_sort_spill_reservation_bytes(merge_reserve as usize)
         .ballista_restricted_configuration()

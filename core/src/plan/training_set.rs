@@ -26,7 +26,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::ParquetReadOptions;
 
-use super::bucket::{BucketMergeExec, BucketMergeSpec};
+use super::bucket::BucketMergeExec;
 use super::ingest::SEQ_COLUMN;
 use super::pit_join::{AsOfJoinExec, AsOfJoinSpec, JoinStrategy};
 use super::{JoinChoice, Planner};
@@ -216,6 +216,62 @@ pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
     }
 }
 
+/// Files a training set was asked to read that the object store does not have: the
+/// scan's listing skips a missing file without a word, so [`build`] compares what it
+/// planned with what it was given and refuses to read less.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} file{} of `{source_name}` missing from the object store: {}", .files.len(), if .files.len() == 1 { " is" } else { "s are" }, .files.join(", "))]
+pub struct MissingFiles {
+    /// The feature table, or `spine`.
+    pub source_name: String,
+    /// The missing files' URLs.
+    pub files: Vec<String>,
+}
+
+/// The object store paths every file scan of `plan` reads.
+fn planned_paths(plan: &Arc<dyn ExecutionPlan>, paths: &mut std::collections::HashSet<String>) {
+    if let Some(config) = plan
+        .downcast_ref::<datafusion::datasource::source::DataSourceExec>()
+        .and_then(|exec| {
+            let source: &dyn std::any::Any = exec.data_source().as_ref();
+            source.downcast_ref::<datafusion::datasource::physical_plan::FileScanConfig>()
+        })
+    {
+        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+            paths.insert(file.object_meta.location.to_string());
+        }
+    }
+    for child in plan.children() {
+        planned_paths(child, paths);
+    }
+}
+
+/// Refuses a scan plan that does not read every one of `files` (URLs).
+fn check_all_read(
+    source_name: &str,
+    plan: &Arc<dyn ExecutionPlan>,
+    files: &[String],
+) -> Result<()> {
+    let mut read = std::collections::HashSet::new();
+    planned_paths(plan, &mut read);
+    let mut missing = Vec::new();
+    for file in files {
+        if !read.contains(super::object_path(file)?.1.as_ref()) {
+            missing.push(file.clone());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(datafusion::common::DataFusionError::External(Box::new(
+            MissingFiles {
+                source_name: source_name.to_string(),
+                files: missing,
+            },
+        )))
+    }
+}
+
 /// A training set's physical plan, and how it reads each table (in request order).
 pub struct TrainingSetPlan {
     pub plan: Arc<dyn ExecutionPlan>,
@@ -271,6 +327,7 @@ pub async fn build(
         .await?
         .select(exprs)?;
     let mut plan = spine_df.create_physical_plan().await?;
+    check_all_read("spine", &plan, &spine.files)?;
 
     let join = match planner.join() {
         JoinChoice::SortMerge => JoinStrategy::SortMerge,
@@ -310,6 +367,7 @@ pub async fn build(
                 )?;
             }
             let scan = df.select(selected)?.create_physical_plan().await?;
+            check_all_read(&table.table, &scan, &table.files)?;
             let path = table.path(planner.partitions(), planner.max_merge_files(), join);
             let merged = match (&table.buckets, path) {
                 (Some(buckets), FeaturePath::BucketMerge | FeaturePath::BucketScan) => {
@@ -322,11 +380,9 @@ pub async fn build(
                         &table.files,
                         &buckets.of_files,
                         buckets.count,
-                        BucketMergeSpec {
-                            keys,
-                            order,
-                            merge: path == FeaturePath::BucketMerge,
-                        },
+                        keys,
+                        order,
+                        path == FeaturePath::BucketMerge,
                     )?
                 }
                 _ => None,

@@ -26,6 +26,9 @@ pub struct NewIngest {
     pub table: TableName,
     pub generation: u64,
     pub idempotency_key: Option<String>,
+    /// With an idempotency key: the content hash of the staged rows
+    /// ([`ftab_core::content_hash`]), so a replay can be told from different data.
+    pub content_hash: Option<String>,
     pub rows: u64,
     pub staged_prefix: String,
     /// The job's steps, all pending or skipped.
@@ -37,8 +40,17 @@ pub struct NewIngest {
 pub enum Recorded {
     /// Recorded now.
     New(IngestResult),
-    /// The idempotency key was already used: the first ingest's result.
-    Replayed(IngestResult),
+    /// The idempotency key was already used: the first ingest.
+    Replayed(KeyedIngest),
+}
+
+/// An ingest found by its idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedIngest {
+    /// Its result, marked replayed.
+    pub result: IngestResult,
+    /// The content hash of its rows; `None` for ingests recorded before hashes were kept.
+    pub content_hash: Option<String>,
 }
 
 /// An ingest as the job runner needs it.
@@ -160,23 +172,27 @@ fn ingest_result(
     c: &Connection,
     sql_where: &str,
     args: &[&dyn rusqlite::ToSql],
-) -> Result<Option<IngestResult>> {
-    let row: Option<(String, String, i64, i64)> = c
+) -> Result<Option<KeyedIngest>> {
+    type Raw = (String, String, i64, i64, Option<String>);
+    let row: Option<Raw> = c
         .query_row(
             &format!(
-                "SELECT i.ingest_id, j.job_id, i.rows, i.seq FROM ingests i JOIN jobs j ON j.ingest_id = i.ingest_id WHERE {sql_where}"
+                "SELECT i.ingest_id, j.job_id, i.rows, i.seq, i.content_hash FROM ingests i JOIN jobs j ON j.ingest_id = i.ingest_id WHERE {sql_where}"
             ),
             args,
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
         )
         .optional()?;
-    row.map(|(ingest, job, rows, seq)| {
-        Ok(IngestResult {
-            ingest_id: IngestId::parse(&ingest).map_err(|e| data_error("ingest id", e))?,
-            job_id: JobId::parse(&job).map_err(|e| data_error("job id", e))?,
-            rows: rows as u64,
-            seq: seq as u64,
-            replayed: true,
+    row.map(|(ingest, job, rows, seq, content_hash)| {
+        Ok(KeyedIngest {
+            result: IngestResult {
+                ingest_id: IngestId::parse(&ingest).map_err(|e| data_error("ingest id", e))?,
+                job_id: JobId::parse(&job).map_err(|e| data_error("job id", e))?,
+                rows: rows as u64,
+                seq: seq as u64,
+                replayed: true,
+            },
+            content_hash,
         })
     })
     .transpose()
@@ -189,7 +205,7 @@ impl Catalog {
         workspace: &WorkspaceName,
         table: &TableName,
         key: &str,
-    ) -> Result<Option<IngestResult>> {
+    ) -> Result<Option<KeyedIngest>> {
         let (workspace, table, key) = (workspace.clone(), table.clone(), key.to_string());
         self.call(move |c| {
             ingest_result(
@@ -223,8 +239,8 @@ impl Catalog {
             )?;
             let at = now();
             tx.execute(
-                "INSERT INTO ingests (ingest_id, workspace, table_name, generation, seq, idempotency_key, rows, staged_prefix, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO ingests (ingest_id, workspace, table_name, generation, seq, idempotency_key, rows, staged_prefix, created_at, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     new.ingest_id.to_string(),
                     new.workspace.as_str(),
@@ -234,7 +250,8 @@ impl Catalog {
                     new.idempotency_key,
                     new.rows as i64,
                     new.staged_prefix,
-                    at
+                    at,
+                    new.content_hash
                 ],
             )?;
             let counts = JobCounts {
@@ -507,6 +524,7 @@ mod tests {
             table: TableName::new("t").unwrap(),
             generation: 1,
             idempotency_key: key.map(str::to_string),
+            content_hash: key.map(|_| "sha256:00".to_string()),
             rows: 10,
             staged_prefix: "staging/prod/t/x".into(),
             steps: BTreeMap::from([
@@ -527,7 +545,7 @@ mod tests {
 
     fn result(recorded: Recorded) -> IngestResult {
         match recorded {
-            Recorded::New(r) | Recorded::Replayed(r) => r,
+            Recorded::New(r) | Recorded::Replayed(KeyedIngest { result: r, .. }) => r,
         }
     }
 
@@ -540,9 +558,12 @@ mod tests {
         let again = catalog.record_ingest(new_ingest(Some("k"))).await.unwrap();
         assert_eq!(
             again,
-            Recorded::Replayed(IngestResult {
-                replayed: true,
-                ..first.clone()
+            Recorded::Replayed(KeyedIngest {
+                result: IngestResult {
+                    replayed: true,
+                    ..first.clone()
+                },
+                content_hash: Some("sha256:00".into()),
             })
         );
         let found = catalog
@@ -554,7 +575,8 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(found.ingest_id, first.ingest_id);
+        assert_eq!(found.result.ingest_id, first.ingest_id);
+        assert_eq!(found.content_hash.as_deref(), Some("sha256:00"));
         let record = catalog.ingest(&first.ingest_id).await.unwrap();
         assert_eq!((record.seq, record.rows), (1, 10));
     }

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 mod jobs;
 mod spines;
 
-pub use jobs::{IngestRecord, JobRecord, NewIngest, Recorded};
+pub use jobs::{IngestRecord, JobRecord, KeyedIngest, NewIngest, Recorded};
 pub use spines::SpineRecord;
 
 /// Schema migrations, applied in order; the schema version is the number applied.
@@ -95,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL,
         expires_at  TEXT NOT NULL
     );
+    "#,
+    // 4: the content hash of ingests sent with an idempotency key.
+    r#"
+    ALTER TABLE ingests ADD COLUMN content_hash TEXT;
     "#,
 ];
 

@@ -211,3 +211,23 @@ pub fn example_files() -> serde_json::Value {
     let files = ftab_core::repository::read_dir(&dir).unwrap();
     serde_json::to_value(files).unwrap()
 }
+
+/// Files (not directories) under `dir`, at any depth; 0 when it does not exist.
+pub fn files_under(dir: &std::path::Path) -> usize {
+    find_files(dir, "").len()
+}
+
+/// Files under `dir` whose names end with `suffix`, at any depth, sorted.
+pub fn find_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(find_files(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
