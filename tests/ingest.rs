@@ -2,7 +2,7 @@
 //! `ftab get`, `ftab jobs`, refusals, cancel and retry, and a scheduler killed (SIGKILL) in
 //! the middle of a job: after a restart the job finishes and every row is stored exactly once.
 
-use ftab_e2e::{SchedulerProcess, hours_ago, poll_json, repo_root, write};
+use ftab_e2e::{SchedulerProcess, find_files, hours_ago, poll_json, repo_root, write};
 
 fn setup(scheduler: &SchedulerProcess) {
     scheduler
@@ -371,4 +371,156 @@ fn a_file_that_fails_half_way_stores_nothing_and_keeps_its_key_free() {
         "{err}"
     );
     assert_eq!(describe(&scheduler)["offline"]["rows"], 70_005);
+}
+
+/// Kills leave partial files (`name#N`), uncommitted offline files, unrecorded uploads and
+/// empty directories; a restart removes what no committed version, live ingest or spine
+/// can use, and keeps the rest: the committed files, the recorded spine, and the staging
+/// of the interrupted job, which still finishes with every row once.
+#[test]
+fn a_restart_cleans_what_crashes_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let store = data_dir.join("store");
+    let table_dir = store.join("offline/prod/user_login_counts");
+    let t = hours_ago(5);
+    let logins = |name: &str, users: &[&str]| {
+        let mut text = String::from("user_id,timestamp,user_login_count_7d,user_login_count_30d\n");
+        for (i, user) in users.iter().enumerate() {
+            text.push_str(&format!("{user},{t},{i},{i}\n"));
+        }
+        write(dir.path(), name, &text)
+    };
+
+    // A committed ingest, and a training set (which records its spine).
+    let scheduler = SchedulerProcess::start(&data_dir);
+    setup(&scheduler);
+    let first = logins("first.csv", &["u1", "u2", "u3"]);
+    scheduler
+        .ftab(&[
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            &first,
+            "--wait",
+        ])
+        .ok();
+    let spine = write(
+        dir.path(),
+        "spine.csv",
+        &format!("user_id,timestamp\nu1,{t}\n"),
+    );
+    let training_set = |scheduler: &SchedulerProcess, out: &std::path::Path| {
+        scheduler
+            .ftab(&[
+                "training-set",
+                "-w",
+                "prod",
+                "--features",
+                "user_login_counts",
+                "--spine",
+                &spine,
+                "--out",
+                &out.to_string_lossy(),
+            ])
+            .ok()
+            .to_string()
+    };
+    training_set(&scheduler, &dir.path().join("train.parquet"));
+    let committed = find_files(&table_dir, ".parquet");
+    let recorded_spines = find_files(&store.join("spines"), ".parquet");
+    assert!(!committed.is_empty());
+    assert_eq!(recorded_spines.len(), 1);
+    assert!(scheduler.terminate());
+
+    // The next ingest's first attempt writes its offline files and dies before committing.
+    let scheduler =
+        SchedulerProcess::start_with_env(&data_dir, &[("FTAB_FAILPOINT", "before_offline_commit")]);
+    let second = logins("second.csv", &["u4", "u5", "u6"]);
+    let out = scheduler.ftab(&[
+        "--output",
+        "json",
+        "ingest",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        &second,
+    ]);
+    let job_id = out.json()["job_id"].as_str().unwrap().to_string();
+    scheduler.wait_for_log("failpoint reached");
+    let uncommitted: Vec<_> = find_files(&table_dir, ".parquet")
+        .into_iter()
+        .filter(|f| !committed.contains(f))
+        .collect();
+    assert!(!uncommitted.is_empty(), "the attempt wrote offline files");
+    scheduler.kill();
+
+    // What other crashes leave: partial writes, an upload no ingest was recorded for, a
+    // spine upload no spine points at, empty directories.
+    let staged = find_files(&store.join("staging"), ".parquet");
+    let live_staging = staged[0].parent().unwrap().to_path_buf();
+    std::fs::write(live_staging.join("part-00001.parquet#1"), b"partial").unwrap();
+    std::fs::write(uncommitted[0].with_extension("parquet#2"), b"partial").unwrap();
+    let unrecorded =
+        store.join("staging/prod/user_login_counts/0192aaaa-0000-7000-8000-000000000000");
+    std::fs::create_dir_all(&unrecorded).unwrap();
+    std::fs::write(unrecorded.join("part-00000.parquet"), b"half an upload").unwrap();
+    let ghost = store.join("spines/ghost/0192aaaa-0000-7000-8000-000000000001");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(ghost.join("part-00000.parquet"), b"never recorded").unwrap();
+    for i in 0..50 {
+        std::fs::create_dir_all(store.join(format!("staging/prod/user_login_counts/empty-{i}")))
+            .unwrap();
+    }
+
+    let restarted = SchedulerProcess::start(&data_dir);
+    let job = poll_json(&restarted, &["jobs", "show", &job_id], |j| {
+        j["state"] == "succeeded" || j["state"] == "failed"
+    });
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let offline = describe(&restarted)["offline"].clone();
+    assert_eq!(offline["rows"], 6, "every row once: {offline}");
+    assert!(
+        restarted
+            .log()
+            .contains("removed what earlier runs left behind"),
+        "{}",
+        restarted.log()
+    );
+    // The committed files stay; the uncommitted ones and every partial file go.
+    for file in &committed {
+        assert!(file.exists(), "committed {} is kept", file.display());
+    }
+    for file in &uncommitted {
+        assert!(!file.exists(), "uncommitted {} is gone", file.display());
+    }
+    let remaining = find_files(&table_dir, ".parquet");
+    assert_eq!(
+        remaining.len() as u64,
+        offline["files"].as_u64().unwrap(),
+        "only committed files: {remaining:?}"
+    );
+    assert!(find_files(&store, "#1").is_empty() && find_files(&store, "#2").is_empty());
+    assert!(!unrecorded.exists() && !ghost.exists());
+    assert_eq!(
+        find_files(&store.join("spines"), ".parquet"),
+        recorded_spines
+    );
+    assert!(
+        !store
+            .join("staging/prod/user_login_counts/empty-0")
+            .exists()
+    );
+    // The training set still reads every committed row.
+    let again = dir.path().join("again.parquet");
+    training_set(&restarted, &again);
+    let rows = ftab_e2e::read_parquet_rows(&again);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["user_login_counts__user_login_count_7d"], "0",
+        "{rows:?}"
+    );
 }

@@ -4,9 +4,11 @@
 //! a table, never asserted.
 //!
 //! - `ftab-bench ingest`: one ingest of N rows (string key, timestamp, five features):
-//!   upload + staging, the offline commit, the online load.
+//!   upload + staging, the offline commit, the online load; then every offline row read
+//!   back with delta-rs and the online records of sampled keys checked.
 //! - `ftab-bench training-set`: two tables of N rows each (four ingests with re-sent rows),
-//!   then a training set over a spine of M rows: planning, computing, the Flight transfer.
+//!   then a training set over a spine of M rows: planning, computing, the Flight transfer;
+//!   then every row checked against a point-in-time reference.
 //!
 //! Run release builds only: `cargo run --release -p ftab-bench -- ingest` (or
 //! `training-set`); `--help` shows the sizes. Figures go to docs/benchmarks.md.
@@ -49,13 +51,21 @@ pub struct Running {
 }
 
 impl Running {
-    pub async fn start() -> anyhow::Result<Self> {
+    /// Start a scheduler on the embedded defaults, with `parallelism` and the
+    /// training-set `join` if given.
+    pub async fn start(
+        parallelism: Option<usize>,
+        join: Option<ftab_core::plan::JoinChoice>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let defaults = SchedulerConfig::default();
         let config = SchedulerConfig {
             data_dir: dir.path().join("data"),
             flight_addr: "127.0.0.1:0".parse()?,
             log: "warn".into(),
-            ..SchedulerConfig::default()
+            parallelism: parallelism.unwrap_or(defaults.parallelism),
+            training_set_join: join.unwrap_or(defaults.training_set_join),
+            ..defaults
         };
         let scheduler = Scheduler::open(config).await?;
         let listener = scheduler.bind().await?;
@@ -99,6 +109,7 @@ impl Running {
         &mut self,
         workspace: &WorkspaceName,
         table: &str,
+        idempotency_key: Option<String>,
         batches: impl Iterator<Item = Result<arrow::array::RecordBatch, arrow::error::ArrowError>>
         + Send
         + 'static,
@@ -109,7 +120,7 @@ impl Running {
                 ftab_core::protocol::IngestCommand {
                     workspace: workspace.clone(),
                     table: ftab_core::names::TableName::new(table)?,
-                    idempotency_key: None,
+                    idempotency_key,
                     drop_extra_columns: false,
                 },
                 Box::new(batches),

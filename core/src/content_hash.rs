@@ -1,76 +1,84 @@
 //! The content hash of an ingest: what tells a retried upload (same rows) from different
 //! data sent under an idempotency key already used.
 //!
-//! The hash is SHA-256 over the table's schema and the validated rows in the table's
-//! types, each row in Arrow's row format, in upload order. It does not depend on how the
-//! rows were cut into batches, nor on lossless differences of the input (int32 sent for
-//! an int64 column, dictionary-encoded strings): those are gone after validation.
+//! `sha256v1:` + hex SHA-256 over: each column's name and type (ftab's names: `int64`,
+//! `list<float64>`), then each validated row, its columns in ftab's own value encoding
+//! (the online store's, `crate::online::encoding`: stable across Arrow upgrades) and
+//! length-prefixed, then the row count. It depends on the values in upload order only:
+//! not on how the rows were cut into batches, nor on lossless differences of the input
+//! (int32 sent for an int64 column, dictionary-encoded strings), which validation removed.
+//! A new encoding must get a new prefix, so hashes recorded before compare unequal rather
+//! than wrongly equal.
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::row::{RowConverter, SortField};
+
+use crate::definitions::ValueType;
+use crate::online::encoding::encode_value;
 use sha2::{Digest, Sha256};
 
 /// Hashes validated batches of one ingest, in order.
+#[derive(Debug, Clone)]
 pub struct ContentHash {
-    converter: RowConverter,
+    types: Vec<ValueType>,
     hasher: Sha256,
+    row: Vec<u8>,
     rows: u64,
 }
 
-impl std::fmt::Debug for ContentHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContentHash")
-            .field("rows", &self.rows)
-            .finish()
-    }
+/// Batches whose columns are not the hash's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot hash a batch of {found} columns as {expected}")]
+pub struct ColumnsMismatch {
+    expected: usize,
+    found: usize,
 }
 
 impl ContentHash {
-    /// A hash of batches of `schema` (the table's Arrow schema).
-    pub fn new(schema: &SchemaRef) -> Result<Self, ArrowError> {
-        let converter = RowConverter::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+    /// A hash of batches whose columns are `columns` (the table's, in order), each in its
+    /// type's Arrow type.
+    pub fn new(columns: &[(String, ValueType)]) -> Self {
         let mut hasher = Sha256::new();
-        for field in schema.fields() {
-            hasher.update(field.name().as_bytes());
+        for (name, value_type) in columns {
+            hasher.update(name.as_bytes());
             hasher.update([0]);
-            hasher.update(field.data_type().to_string().as_bytes());
+            hasher.update(value_type.to_string().as_bytes());
             hasher.update([0]);
         }
-        Ok(Self {
-            converter,
+        Self {
+            types: columns.iter().map(|(_, t)| t.clone()).collect(),
             hasher,
+            row: Vec::new(),
             rows: 0,
-        })
+        }
     }
 
     /// Add the rows of `batch`.
-    pub fn update(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
-        let rows = self.converter.convert_columns(batch.columns())?;
-        for row in rows.iter() {
-            let bytes = row.as_ref();
-            // Rows are not self-delimiting in general: prefix each with its length.
-            self.hasher.update((bytes.len() as u64).to_le_bytes());
-            self.hasher.update(bytes);
+    pub fn update(&mut self, batch: &RecordBatch) -> Result<(), ColumnsMismatch> {
+        if batch.num_columns() != self.types.len() {
+            return Err(ColumnsMismatch {
+                expected: self.types.len(),
+                found: batch.num_columns(),
+            });
+        }
+        for row in 0..batch.num_rows() {
+            self.row.clear();
+            for (column, value_type) in batch.columns().iter().zip(&self.types) {
+                encode_value(column.as_ref(), value_type, row, &mut self.row);
+            }
+            self.hasher.update((self.row.len() as u64).to_le_bytes());
+            self.hasher.update(&self.row);
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    /// The hash as hex, prefixed with what it is (`sha256:`).
+    /// The hash, as `sha256v1:` and 64 hex digits.
     pub fn finish(self) -> String {
         let mut hasher = self.hasher;
         hasher.update(self.rows.to_le_bytes());
         let digest = hasher.finalize();
-        let mut text = String::with_capacity(7 + 64);
-        text.push_str("sha256:");
+        let mut text = String::with_capacity(9 + 64);
+        text.push_str("sha256v1:");
         for byte in digest.iter() {
             text.push_str(&format!("{byte:02x}"));
         }
@@ -103,7 +111,10 @@ mod tests {
     }
 
     fn hash(batches: &[RecordBatch]) -> String {
-        let mut hash = ContentHash::new(&batches[0].schema()).unwrap();
+        let mut hash = ContentHash::new(&[
+            ("k".to_string(), ValueType::String),
+            ("v".to_string(), ValueType::Float64),
+        ]);
         for b in batches {
             hash.update(b).unwrap();
         }
@@ -116,7 +127,7 @@ mod tests {
         let split = hash(&[batch(&["a"], &[1.0]), batch(&["b", "c"], &[f64::NAN, 3.0])]);
         assert_eq!(whole, split);
         assert!(
-            whole.starts_with("sha256:") && whole.len() == 7 + 64,
+            whole.starts_with("sha256v1:") && whole.len() == 9 + 64,
             "{whole}"
         );
     }
@@ -131,7 +142,7 @@ mod tests {
             batch(&["ab", ""], &[1.0, 2.0]),
             batch(&["a", "b"], &[1.0, f64::NAN]),
         ] {
-            assert_ne!(hash(&[other.clone()]), base, "{other:?}");
+            assert_ne!(hash(std::slice::from_ref(&other)), base, "{other:?}");
         }
         // Rows cut at another place cannot collide: each is length-prefixed.
         assert_ne!(

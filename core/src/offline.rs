@@ -294,6 +294,44 @@ pub struct OfflineSnapshot {
     pub bucketing: Option<Bucketing>,
 }
 
+/// Every data file the offline table at `url` references: the files of its latest
+/// version and those removed but still in its log (tombstones), as object store paths.
+/// `None` when nothing was committed there. (ftab's tables are append-only, so the latest
+/// version holds every file ever committed; a compaction would have to keep the files
+/// older versions read until a vacuum.)
+pub async fn referenced_files(
+    storage: &ObjectStorage,
+    url: &Url,
+) -> Result<Option<std::collections::HashSet<object_store::path::Path>>, Error> {
+    use futures::TryStreamExt;
+    let Some(table) = open(storage, url).await? else {
+        return Ok(None);
+    };
+    let snapshot = table.snapshot().map_err(|e| offline_error(url, e))?;
+    let table_path = object_store::path::Path::from_url_path(url.path())
+        .map_err(|e| offline_error(url, format!("bad table location: {e}")))?;
+    // The log's paths are relative to the table and already decoded: what delta-rs itself
+    // turns into object store paths with `Path::parse`.
+    let to_path = |relative: &str| -> Result<object_store::path::Path, Error> {
+        let relative = object_store::path::Path::parse(relative)
+            .map_err(|e| offline_error(url, format!("bad file path `{relative}`: {e}")))?;
+        Ok(table_path.parts().chain(relative.parts()).collect())
+    };
+    let mut paths = std::collections::HashSet::new();
+    for file in snapshot.log_data() {
+        paths.insert(to_path(&file.path())?);
+    }
+    let tombstones: Vec<_> = snapshot
+        .all_tombstones(table.log_store().as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| offline_error(url, e))?;
+    for tombstone in &tombstones {
+        paths.insert(to_path(&tombstone.path())?);
+    }
+    Ok(Some(paths))
+}
+
 /// The files of the offline table at `as_of` (latest when `None`).
 pub async fn snapshot(
     storage: &ObjectStorage,

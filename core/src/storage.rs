@@ -154,6 +154,11 @@ impl ObjectStorage {
         self.path(&["spines", name.as_str(), upload])
     }
 
+    /// The path of the layout's root in the store.
+    pub fn root_path(&self) -> Path {
+        self.root.clone()
+    }
+
     /// `scheme://authority/`, the URL to register the store under in DataFusion.
     pub fn base_url(&self) -> &Url {
         &self.base

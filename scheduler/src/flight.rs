@@ -119,7 +119,6 @@ fn training_set_info(started: &Started, descriptor: FlightDescriptor) -> Result<
     Ok(info)
 }
 
-/// Decode the record batches that follow a command in a DoPut or DoExchange.
 /// The reason a client gave for aborting its upload.
 #[derive(Debug)]
 struct Aborted(String);
@@ -134,27 +133,25 @@ impl std::fmt::Display for Aborted {
 
 impl std::error::Error for Aborted {}
 
+/// Decode the record batches that follow a command in a DoPut or DoExchange. Messages
+/// without data (the first one's descriptor, metadata) are passed over, except an abort
+/// ([`protocol::UploadControl`]), which fails the stream: nothing may be stored.
 fn record_batches(
     first: FlightData,
     rest: Streaming<FlightData>,
 ) -> BoxStream<'static, Result<datafusion::arrow::array::RecordBatch, Error>> {
-    // A first message that carries only the descriptor (DoExchange clients send the schema
-    // after it) holds no data to decode.
-    let first = (!first.data_header.is_empty() || !first.app_metadata.is_empty()).then_some(first);
-    let data = stream::iter(first.map(Ok))
+    let data = stream::iter([Ok(first)])
         .chain(rest.map_err(|status| FlightError::Tonic(Box::new(status))))
-        .and_then(|message| {
-            // A client whose source failed half-way aborts: nothing may be stored.
-            let control = if message.data_header.is_empty() {
-                protocol::UploadControl::decode(&message.app_metadata)
+        .try_filter_map(|message| {
+            futures::future::ready(if !message.data_header.is_empty() {
+                Ok(Some(message))
             } else {
-                None
-            };
-            futures::future::ready(match control {
-                Some(protocol::UploadControl::Abort { reason }) => {
-                    Err(FlightError::ExternalError(Box::new(Aborted(reason))))
+                match protocol::UploadControl::decode(&message.app_metadata) {
+                    Some(protocol::UploadControl::Abort { reason }) => {
+                        Err(FlightError::ExternalError(Box::new(Aborted(reason))))
+                    }
+                    None => Ok(None),
                 }
-                None => Ok(message),
             })
         });
     FlightRecordBatchStream::new_from_flight_data(data)

@@ -194,9 +194,12 @@ impl Ingests {
                     )
                     .map_err(invalid)?;
                     if command.idempotency_key.is_some() {
-                        hash = Some(ContentHash::new(v.target_schema()).map_err(|e| {
-                            Error::Internal(format!("cannot hash the ingest: {e}"))
-                        })?);
+                        let columns: Vec<_> = table
+                            .schema
+                            .iter()
+                            .map(|c| (c.name.to_string(), c.value_type.clone()))
+                            .collect();
+                        hash = Some(ContentHash::new(&columns));
                     }
                     validator.insert(v)
                 }

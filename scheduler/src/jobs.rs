@@ -66,6 +66,15 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Why a job stopped without succeeding.
 enum Stop {
     Cancelled,
@@ -162,6 +171,10 @@ impl JobRunner {
         let span = tracing::info_span!("job", %job_id, workspace = %job.info.workspace, table = %job.info.table);
         let runner = self.clone();
         let task = tokio::spawn(async move { runner.execute_in_span(job).instrument(span).await });
+        // When the runner stops at shutdown, this future is dropped: the job stops too (it
+        // stays `running` in the catalog and resumes at the next start, as after a kill),
+        // so nothing of this scheduler commits under the next one's feet.
+        let _stop_with_me = AbortOnDrop(task.abort_handle());
         if let Err(e) = task.await {
             tracing::error!(%job_id, "job task ended abnormally: {e}");
             let message =

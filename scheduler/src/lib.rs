@@ -15,6 +15,7 @@ pub mod flight;
 pub mod ingest;
 pub mod ipc_file;
 pub mod jobs;
+pub mod leftovers;
 pub mod online;
 pub mod training_sets;
 pub mod workspaces;
@@ -90,6 +91,10 @@ impl Scheduler {
             online_store = %config.online_store_path().display(),
             "catalog, object store and online store open"
         );
+        let swept = leftovers::sweep(&catalog, &storage, &objects).await;
+        if swept != leftovers::Swept::default() {
+            tracing::info!(?swept, "removed what earlier runs left behind");
+        }
         let online: Arc<dyn OnlineStore> = Arc::new(online);
         let runtime = runtime_env(&config, &objects)?;
         let cluster = Cluster::start_standalone(

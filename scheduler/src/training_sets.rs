@@ -89,15 +89,6 @@ fn planning_error(error: datafusion::error::DataFusionError, tables: &[TrainingS
     let Some(missing) = missing else {
         return invalid(format!("cannot plan the training set: {error}"));
     };
-    let version = tables
-        .iter()
-        .find(|t| t.table.as_str() == missing.source_name)
-        .map(|t| {
-            t.delta_version.map_or_else(
-                || " (no version)".to_string(),
-                |v| format!(" at Delta version {v}"),
-            )
-        });
     let shown: Vec<&str> = missing.files.iter().take(5).map(String::as_str).collect();
     let more = missing.files.len().saturating_sub(shown.len());
     let files = format!(
@@ -109,18 +100,22 @@ fn planning_error(error: datafusion::error::DataFusionError, tables: &[TrainingS
             String::new()
         }
     );
-    match version {
-        Some(version) => Error::DataLoss(format!(
-            "the offline table of feature table `{}`{version} names {} file{} the object store does not have: {files}; the training set would silently miss their rows, so it is refused. Restore the files from a backup, or re-ingest the data",
-            missing.source_name,
-            missing.files.len(),
-            if missing.files.len() == 1 { "" } else { "s" },
-        )),
+    let plural = if missing.files.len() == 1 { "" } else { "s" };
+    match &missing.table {
+        Some(table) => {
+            let version = tables
+                .iter()
+                .find(|t| t.table.as_str() == table)
+                .and_then(|t| t.delta_version)
+                .map_or_else(String::new, |v| format!(" at Delta version {v}"));
+            Error::DataLoss(format!(
+                "the offline table of feature table `{table}`{version} names {} file{plural} the object store does not have: {files}; the training set would silently miss their rows, so it is refused. Restore the files from a backup, or re-ingest the data",
+                missing.files.len(),
+            ))
+        }
         None => Error::DataLoss(format!(
-            "{} file{} of the {} disappeared while the training set was planned: {files}; upload the spine again",
+            "{} file{plural} of the spine disappeared while the training set was planned: {files}; ask again, after storing the spine again if it was deleted",
             missing.files.len(),
-            if missing.files.len() == 1 { "" } else { "s" },
-            missing.source_name,
         )),
     }
 }
@@ -609,7 +604,11 @@ impl TrainingSets {
                 .map_err(|e| unreadable(&e))?,
             );
             match &schema {
-                None => schema = Some(file_schema.clone()),
+                None => {
+                    ftab_core::validate::check_unique_columns(&file_schema)
+                        .map_err(|e| invalid(format!("spine file {url}: {e}")))?;
+                    schema = Some(file_schema.clone())
+                }
                 Some(first) if first.fields() != file_schema.fields() => {
                     return Err(invalid(format!(
                         "spine file {url} has another schema than the first file; all files of a spine need one schema"

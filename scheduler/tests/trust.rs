@@ -90,6 +90,31 @@ async fn online_w(running: &mut common::Running, user: &str) -> serde_json::Valu
     answer["features"][0][1].clone()
 }
 
+/// Store spine `name`: `users` at time `t`.
+async fn store_spine(running: &mut common::Running, name: &str, users: &[&str], t: i64) {
+    let spine = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            Arc::new(StringArray::from(users.to_vec())) as ArrayRef,
+        ),
+        (
+            "t",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(users.iter().map(|_| t))
+                    .with_timezone("UTC"),
+            ),
+        ),
+    ])
+    .unwrap();
+    put(
+        &mut running.client,
+        json!({"spine": {"name": name}}),
+        vec![spine],
+    )
+    .await
+    .unwrap();
+}
+
 async fn jobs(running: &mut common::Running) -> Vec<serde_json::Value> {
     raw_action(&mut running.client, "list_jobs", &json!({}).to_string())
         .await
@@ -138,24 +163,7 @@ async fn nan_and_infinities_are_stored_as_sent() {
         assert_eq!(&online_w(&mut running, user).await, value, "online {user}");
     }
 
-    let spine = RecordBatch::try_from_iter([
-        (
-            "user_id",
-            Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e"])) as ArrayRef,
-        ),
-        (
-            "t",
-            Arc::new(TimestampMicrosecondArray::from_iter_values([now; 5]).with_timezone("UTC")),
-        ),
-    ])
-    .unwrap();
-    put(
-        &mut running.client,
-        json!({"spine": {"name": "s"}}),
-        vec![spine],
-    )
-    .await
-    .unwrap();
+    store_spine(&mut running, "s", &["a", "b", "c", "d", "e"], now).await;
     let (_, batches) = training_set(
         &mut running.client,
         json!({"training_set": {"workspace": "prod", "features": ["scores.w"], "spine": {"name": "s"}}}),
@@ -344,24 +352,7 @@ async fn an_offline_file_missing_from_the_store_is_an_error() {
         scores(&["a", "b"], now - HOUR, &[Some(1.0), Some(2.0)]),
     )
     .await;
-    let spine = RecordBatch::try_from_iter([
-        (
-            "user_id",
-            Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
-        ),
-        (
-            "t",
-            Arc::new(TimestampMicrosecondArray::from_iter_values([now; 2]).with_timezone("UTC")),
-        ),
-    ])
-    .unwrap();
-    put(
-        &mut running.client,
-        json!({"spine": {"name": "s"}}),
-        vec![spine],
-    )
-    .await
-    .unwrap();
+    store_spine(&mut running, "s", &["a", "b"], now).await;
     let request = json!({"training_set": {"workspace": "prod", "features": ["scores"], "spine": {"name": "s"}}});
     let (_, batches) = training_set(&mut running.client, request.clone())
         .await
@@ -391,5 +382,72 @@ async fn an_offline_file_missing_from_the_store_is_an_error() {
             && status.message().contains("the object store does not have"),
         "{status}"
     );
+    running.stop().await;
+}
+
+/// Ingest 100,000 rows with `w = 2`, then the same keys and timestamps with `w = 1`: the
+/// later ingest wins every tie, offline as online. The files pass 1 MiB, where DataFusion
+/// once re-cut the bucketed scan and one bucket answered the earlier ingest's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ties_across_large_ingests_go_to_the_later_one() {
+    let mut running = start().await;
+    setup(&mut running).await;
+    let now = chrono::Utc::now().timestamp_micros();
+    let users: Vec<String> = (0..100_000).map(|i| format!("user_{i:06}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let at = now - HOUR;
+    for value in [2.0, 1.0] {
+        let batch = scores(&names, at, &vec![Some(value); names.len()]);
+        let slices: Vec<RecordBatch> = (0..names.len())
+            .step_by(25_000)
+            .map(|first| batch.slice(first, 25_000))
+            .collect();
+        let answer = put(&mut running.client, ingest(None), slices)
+            .await
+            .unwrap();
+        let job = wait_job(&mut running.client, answer["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+    let table_dir = running.dir.path().join("data/store/offline/prod/scores");
+    let bytes: u64 = common::find_files(&table_dir, ".parquet")
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        bytes > 1 << 20,
+        "{bytes} bytes: below the size that showed the bug"
+    );
+
+    store_spine(&mut running, "all", &names, now).await;
+    let (_, batches) = training_set(
+        &mut running.client,
+        json!({"training_set": {"workspace": "prod", "features": ["scores.w"], "spine": {"name": "all"}}}),
+    )
+    .await
+    .unwrap();
+    let mut rows = 0;
+    let mut earlier = 0;
+    for b in &batches {
+        let w = b
+            .column_by_name("scores__w")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        rows += b.num_rows();
+        earlier += (0..b.num_rows())
+            .filter(|&i| w.is_null(i) || w.value(i) != 1.0)
+            .count();
+    }
+    assert_eq!(rows, names.len());
+    assert_eq!(
+        earlier, 0,
+        "{earlier} rows did not answer the later ingest's value"
+    );
+    for user in ["user_000000", "user_050000", "user_099999"] {
+        assert_eq!(
+            online_w(&mut running, user).await,
+            json!(1.0),
+            "online {user}"
+        );
+    }
     running.stop().await;
 }

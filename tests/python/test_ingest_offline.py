@@ -116,3 +116,41 @@ def test_pyarrow_ingest_then_deltalake_reads_the_offline_table(client):
     # The online record of `a` is the later write.
     listing = list(client.list_flights(workspace.encode()))
     assert len(listing) == 2
+
+
+def test_pyarrow_aborts_an_upload_and_nothing_is_stored(client):
+    """A pyarrow uploader whose source fails half-way sends the abort message
+    (docs/protocol.md): the scheduler stores nothing and answers CANCELLED with the reason,
+    and the idempotency key stays free."""
+    workspace = "py_" + uuid.uuid4().hex[:8]
+    action(client, "create_workspace", {"name": workspace, "kind": "live"})
+    files = [{"path": p.name, "content": p.read_text()} for p in sorted(REPO.glob("*.toml"))]
+    action(client, "apply", {"workspace": workspace, "files": files})
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    table = pa.table(
+        {
+            "user_id": ["a", "b"],
+            "timestamp": pa.array([now, now], pa.timestamp("us", tz="UTC")),
+            "user_login_count_7d": [1, 2],
+            "user_login_count_30d": [10, 20],
+        }
+    )
+    command = {"ingest": {"workspace": workspace, "table": "user_login_counts", "idempotency_key": "k"}}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+    writer, reader = client.do_put(descriptor, table.schema)
+    writer.write_table(table)
+    writer.write_metadata(json.dumps({"abort": {"reason": "day.csv line 9: bad value"}}).encode())
+    with pytest.raises(flight.FlightCancelledError, match="the client aborted the upload: day.csv line 9"):
+        writer.done_writing()
+        reader.read()
+        writer.close()
+    jobs = action(client, "list_jobs", {"workspace": workspace})
+    assert jobs["jobs"] == []
+
+    # The key is still free: the whole upload goes in under it.
+    writer, reader = client.do_put(descriptor, table.schema)
+    writer.write_table(table)
+    writer.done_writing()
+    answer = json.loads(reader.read().to_pybytes())
+    writer.close()
+    assert answer["replayed"] is False and answer["rows"] == 2

@@ -105,7 +105,14 @@ pub fn encode_record(
     }
 }
 
-fn encode_value(array: &dyn Array, value_type: &ValueType, row: usize, out: &mut Vec<u8>) {
+/// Append value `row` of `array` (of `value_type`'s Arrow type) in ftab's value encoding:
+/// a presence byte, then the value as the module's documentation says.
+pub(crate) fn encode_value(
+    array: &dyn Array,
+    value_type: &ValueType,
+    row: usize,
+    out: &mut Vec<u8>,
+) {
     if array.is_null(row) {
         out.push(0);
         return;

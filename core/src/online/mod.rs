@@ -9,7 +9,7 @@
 //! same trait.
 
 pub mod embedded;
-mod encoding;
+pub(crate) mod encoding;
 
 use datafusion::arrow::array::RecordBatch;
 use std::sync::Arc;

@@ -163,6 +163,19 @@ impl BucketMergeExec {
     pub fn try_new(input: Arc<dyn ExecutionPlan>, spec: BucketMergeSpec) -> Result<Self> {
         let config = scan_config(&input)?;
         Self::check_groups(config, &spec)?;
+        // A Ballista task keeps only its groups: declare what is left, or DataFusion
+        // warns that the declared partitioning does not match the groups.
+        let groups = config.file_groups.len();
+        let input = match &config.output_partitioning {
+            Some(declared) if declared.partition_count() != groups => {
+                let config = FileScanConfigBuilder::from(config.clone())
+                    .with_output_partitioning(Some(Partitioning::UnknownPartitioning(groups)))
+                    .build();
+                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
+            }
+            _ => input,
+        };
+        let config = scan_config(&input)?;
         let schema = input.schema();
         let find = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
             let index = schema.index_of(name).map_err(|_| {

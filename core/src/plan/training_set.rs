@@ -220,10 +220,10 @@ pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
 /// scan's listing skips a missing file without a word, so [`build`] compares what it
 /// planned with what it was given and refuses to read less.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{} file{} of `{source_name}` missing from the object store: {}", .files.len(), if .files.len() == 1 { " is" } else { "s are" }, .files.join(", "))]
+#[error("{} file{} of {} missing from the object store: {}", .files.len(), if .files.len() == 1 { " is" } else { "s are" }, .table.as_ref().map_or_else(|| "the spine".to_string(), |t| format!("feature table `{t}`")), .files.join(", "))]
 pub struct MissingFiles {
-    /// The feature table, or `spine`.
-    pub source_name: String,
+    /// The feature table, or `None` for the spine.
+    pub table: Option<String>,
     /// The missing files' URLs.
     pub files: Vec<String>,
 }
@@ -246,9 +246,10 @@ fn planned_paths(plan: &Arc<dyn ExecutionPlan>, paths: &mut std::collections::Ha
     }
 }
 
-/// Refuses a scan plan that does not read every one of `files` (URLs).
+/// Refuses a scan plan that does not read every one of `files` (URLs) of `table` (or of
+/// the spine).
 fn check_all_read(
-    source_name: &str,
+    table: Option<&str>,
     plan: &Arc<dyn ExecutionPlan>,
     files: &[String],
 ) -> Result<()> {
@@ -265,7 +266,7 @@ fn check_all_read(
     } else {
         Err(datafusion::common::DataFusionError::External(Box::new(
             MissingFiles {
-                source_name: source_name.to_string(),
+                table: table.map(str::to_string),
                 files: missing,
             },
         )))
@@ -327,7 +328,7 @@ pub async fn build(
         .await?
         .select(exprs)?;
     let mut plan = spine_df.create_physical_plan().await?;
-    check_all_read("spine", &plan, &spine.files)?;
+    check_all_read(None, &plan, &spine.files)?;
 
     let join = match planner.join() {
         JoinChoice::SortMerge => JoinStrategy::SortMerge,
@@ -367,7 +368,7 @@ pub async fn build(
                 )?;
             }
             let scan = df.select(selected)?.create_physical_plan().await?;
-            check_all_read(&table.table, &scan, &table.files)?;
+            check_all_read(Some(table.table.as_str()), &scan, &table.files)?;
             let path = table.path(planner.partitions(), planner.max_merge_files(), join);
             let merged = match (&table.buckets, path) {
                 (Some(buckets), FeaturePath::BucketMerge | FeaturePath::BucketScan) => {

@@ -199,6 +199,22 @@ fn ingest_result(
 }
 
 impl Catalog {
+    /// The staged prefixes a job may still read: those of ingests whose job has not
+    /// succeeded (queued, running, or failed or cancelled and so retryable).
+    pub async fn staged_prefixes_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        self.call(|c| {
+            let mut statement = c.prepare(
+                "SELECT i.staged_prefix FROM ingests i JOIN jobs j ON j.ingest_id = i.ingest_id WHERE j.state != ?1",
+            )?;
+            let succeeded = enum_text(&JobState::Succeeded)?;
+            let prefixes = statement
+                .query_map([succeeded], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(prefixes)
+        })
+        .await
+    }
+
     /// The ingest an idempotency key names, if it was used before in this table.
     pub async fn ingest_by_key(
         &self,

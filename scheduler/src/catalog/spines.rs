@@ -22,6 +22,19 @@ pub struct SpineRecord {
 }
 
 impl Catalog {
+    /// The locations of every recorded spine, expired ones included (their files go when
+    /// the sweeper deletes the record).
+    pub async fn spine_locations(&self) -> Result<std::collections::HashSet<String>> {
+        self.call(|c| {
+            let mut statement = c.prepare("SELECT location FROM spines")?;
+            let locations = statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(locations)
+        })
+        .await
+    }
+
     /// Point `name` at newly written files; returns the location of the spine it replaces.
     pub async fn put_spine(&self, spine: SpineRecord) -> Result<Option<String>> {
         self.call(move |c| {
