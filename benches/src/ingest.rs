@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use ftab_core::protocol::{GetOnlineRequest, JobState, StepState};
+use ftab_model::protocol::{GetOnlineRequest, JobState, StepState};
 
 use crate::data::{DAY, ENTITY, Rng, Row, batch, features, table_definition};
 use crate::{Running, header, memory_text, row};
@@ -128,8 +128,8 @@ fn expected_offline(args: &IngestArgs, now: i64) -> HashMap<(u64, i64), u64> {
 async fn check(running: &mut Running, args: &IngestArgs, now: i64) -> anyhow::Result<String> {
     let mut want = expected_offline(args, now);
     let expected_rows = want.len();
-    let workspace = ftab_core::names::WorkspaceName::new("bench")?;
-    let table_name = ftab_core::names::TableName::new("bench")?;
+    let workspace = ftab_model::names::WorkspaceName::new("bench")?;
+    let table_name = ftab_model::names::TableName::new("bench")?;
     let described = running
         .client
         .describe_table(workspace.clone(), table_name.clone())

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ftab_client::FtabClient;
-use ftab_core::names::WorkspaceName;
-use ftab_core::protocol::{ApplyRequest, WorkspaceKind};
-use ftab_core::repository::RepositoryFile;
+use ftab_model::names::WorkspaceName;
+use ftab_model::protocol::{ApplyRequest, WorkspaceKind};
+use ftab_model::repository::RepositoryFile;
 use ftab_scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Debug, Parser)]
@@ -55,7 +55,7 @@ impl Running {
     /// training-set `join` if given.
     pub async fn start(
         parallelism: Option<usize>,
-        join: Option<ftab_core::plan::JoinChoice>,
+        join: Option<ftab_engine::plan::JoinChoice>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let defaults = SchedulerConfig::default();
@@ -113,13 +113,13 @@ impl Running {
         batches: impl Iterator<Item = Result<arrow::array::RecordBatch, arrow::error::ArrowError>>
         + Send
         + 'static,
-    ) -> anyhow::Result<ftab_core::protocol::IngestResult> {
+    ) -> anyhow::Result<ftab_model::protocol::IngestResult> {
         use anyhow::Context;
         self.client
             .ingest(
-                ftab_core::protocol::IngestCommand {
+                ftab_model::protocol::IngestCommand {
                     workspace: workspace.clone(),
-                    table: ftab_core::names::TableName::new(table)?,
+                    table: ftab_model::names::TableName::new(table)?,
                     idempotency_key,
                     drop_extra_columns: false,
                 },

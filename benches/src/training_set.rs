@@ -21,8 +21,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use futures::{StreamExt, TryStreamExt};
 
-use ftab_core::names::{SpineName, TableName};
-use ftab_core::protocol::{JobState, SpineSource, TrainingSetRequest};
+use ftab_model::names::{SpineName, TableName};
+use ftab_model::protocol::{JobState, SpineSource, TrainingSetRequest};
 
 use crate::data::{self, DAY, ENTITY, Rng, Row, batch, table_definition};
 use crate::{Running, header, memory_text, reset_peak_memory, row};
@@ -76,7 +76,7 @@ pub struct TrainingSetArgs {
     /// The as-of join: auto, sort_merge or spine_index (the scheduler's
     /// `training_set_join`).
     #[arg(long)]
-    join: Option<ftab_core::plan::JoinChoice>,
+    join: Option<ftab_engine::plan::JoinChoice>,
 }
 
 /// A table's ttl in days, or none.
@@ -152,7 +152,7 @@ fn sent_row(shape: Shape, table: u64, ingest: u64, i: u64) -> Row {
 async fn ingest_table(
     running: &mut Running,
     args: &TrainingSetArgs,
-    workspace: &ftab_core::names::WorkspaceName,
+    workspace: &ftab_model::names::WorkspaceName,
     table: u64,
     shape: Shape,
 ) -> anyhow::Result<Duration> {

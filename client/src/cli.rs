@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use ftab_core::ids::JobId;
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::protocol::{
+use ftab_model::ids::JobId;
+use ftab_model::names::{TableName, WorkspaceName};
+use ftab_model::protocol::{
     ApplyRequest, GetOnlineRequest, IngestCommand, JobInfo, JobState, ListJobsRequest, StepState,
     WorkspaceKind,
 };
-use ftab_core::repository::{self, ReadError};
+use ftab_model::repository::{self, ReadError};
 
 use crate::{ClientError, DEFAULT_SERVER, FtabClient, output};
 

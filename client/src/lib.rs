@@ -1,7 +1,7 @@
 //! ftab-client: a Rust client of ftab's Flight protocol, and the `ftab` CLI built on it.
 //!
 //! [`FtabClient`] speaks to an `ftab-scheduler` with typed requests and answers from
-//! [`ftab_core::protocol`]; any other Arrow Flight client can do the same with the JSON
+//! [`ftab_model::protocol`]; any other Arrow Flight client can do the same with the JSON
 //! shapes in docs/protocol.md.
 
 pub mod cli;
@@ -22,16 +22,16 @@ use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use ftab_core::ids::JobId;
-use ftab_core::names::{SpineName, TableName, WorkspaceName};
-use ftab_core::protocol::{
+use ftab_model::ids::JobId;
+use ftab_model::names::{SpineName, TableName, WorkspaceName};
+use ftab_model::protocol::{
     Action, ApplyRequest, ApplyResponse, Command, CreateWorkspaceRequest, DescribeTableRequest,
     GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
     ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
     ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo, TableDescription,
     TableListing, TrainingSetInfo, TrainingSetRequest, UploadControl, WorkspaceInfo, WorkspaceKind,
 };
-use ftab_core::repository::RepositoryFile;
+use ftab_model::repository::RepositoryFile;
 
 /// Where the CLI looks for a scheduler unless told otherwise.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";

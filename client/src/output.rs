@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use ftab_core::diff::{Change, ChangeKind, Plan};
-use ftab_core::protocol::{
+use ftab_model::diff::{Change, ChangeKind, Plan};
+use ftab_model::protocol::{
     ApplyResponse, GetOnlineResponse, JobInfo, ListWorkspacesResponse, PlanResponse, StepState,
     TableDescription, TableListing,
 };
@@ -39,7 +39,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// What a training set request was planned as.
-pub fn training_set_plan(info: &ftab_core::protocol::TrainingSetInfo, endpoints: usize) -> String {
+pub fn training_set_plan(info: &ftab_model::protocol::TrainingSetInfo, endpoints: usize) -> String {
     let tables: Vec<String> = info
         .tables
         .iter()
@@ -450,7 +450,7 @@ mod tests {
         let plan = Plan {
             changes: vec![Change {
                 kind: ChangeKind::Delete,
-                object: ftab_core::diff::ObjectKind::FeatureTable,
+                object: ftab_model::diff::ObjectKind::FeatureTable,
                 name: "t".into(),
                 details: vec![],
                 breaking: vec!["deleting feature table `t` abandons its stored data".into()],

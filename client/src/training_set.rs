@@ -13,9 +13,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use futures::StreamExt;
 use serde::Serialize;
 
-use ftab_core::definitions::FeatureRef;
-use ftab_core::names::{ServiceName, SpineName, TableName, WorkspaceName};
-use ftab_core::protocol::{AsOf, AsOfRequest, SpineSource, TrainingSetRequest, TrainingSetTable};
+use ftab_model::definitions::FeatureRef;
+use ftab_model::names::{ServiceName, SpineName, TableName, WorkspaceName};
+use ftab_model::protocol::{AsOf, AsOfRequest, SpineSource, TrainingSetRequest, TrainingSetTable};
 
 use crate::cli::{CliError, OutputFormat};
 use crate::{ClientError, FtabClient, output};

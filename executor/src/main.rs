@@ -69,7 +69,7 @@ async fn main() -> std::process::ExitCode {
         port: args.port,
         grpc_port: args.grpc_port,
         work_dir: args.work_dir,
-        override_physical_codec: Some(ftab_core::codec::physical_codec()),
+        override_physical_codec: Some(ftab_engine::codec::physical_codec()),
         ..ExecutorProcessConfig::default()
     };
     if let Some(tasks) = args.concurrent_tasks {

@@ -3,7 +3,7 @@
 //! `ftab-scheduler` runs a Ballista scheduler in process and, in standalone mode (the
 //! default), one in-process executor too, so one machine needs nothing else; in a cluster
 //! the same scheduler serves `ftab-executor` processes. Jobs are submitted as physical
-//! plans built by [`ftab_core::plan`]; Ballista cuts them into stages at their shuffles and
+//! plans built by [`ftab_engine::plan`]; Ballista cuts them into stages at their shuffles and
 //! runs the tasks on executors, which read and write the object store and the online store
 //! directly. What comes back to the scheduler is a job's final stage: small summaries for
 //! ingest jobs, the rows of a training set (streamed to the Flight client).
@@ -45,9 +45,9 @@ use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use ftab_core::codec::physical_codec;
-use ftab_core::online::{OnlineStore, OnlineStoreHandle};
-use ftab_core::plan::Planner;
+use ftab_engine::codec::physical_codec;
+use ftab_engine::online::{OnlineStore, OnlineStoreHandle};
+use ftab_engine::plan::Planner;
 
 use crate::error::{Error, Result};
 
@@ -71,7 +71,7 @@ pub struct ClusterSettings {
     /// Memory the jobs' runtime may use before sorts spill (it sizes sorts' merge reserve).
     pub memory_limit: u64,
     /// Which as-of join training sets use.
-    pub join: ftab_core::plan::JoinChoice,
+    pub join: ftab_engine::plan::JoinChoice,
 }
 
 /// The embedded Ballista scheduler and its in-process executor.
@@ -95,7 +95,7 @@ impl Cluster {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Error::FailedPrecondition(format!("cannot start the embedded Ballista {what}: {e}"))
         };
-        let config = ftab_core::plan::session_config(settings.parallelism, settings.memory_limit)
+        let config = ftab_engine::plan::session_config(settings.parallelism, settings.memory_limit)
             .with_extension(Arc::new(OnlineStoreHandle(online)))
             .with_ballista_physical_extension_codec(physical_codec())
             .upgrade_for_ballista()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use ftab_core::plan::JoinChoice;
+use ftab_engine::plan::JoinChoice;
 use serde::{Deserialize, Serialize};
 
 /// Defaults, in one place.
@@ -169,7 +169,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// `30s`, `15m`, `24h`, `7d` (the units of a feature table's ttl).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let ttl: ftab_core::definitions::Ttl = text.parse()?;
+    let ttl: ftab_model::definitions::Ttl = text.parse()?;
     Ok(Duration::from_secs(ttl.seconds()))
 }
 
@@ -237,14 +237,14 @@ impl SchedulerConfig {
             },
         })
         .and_then(|config: Self| {
-            let floor = config.parallelism as u64 * ftab_core::plan::MIN_MEMORY_PER_PARTITION;
+            let floor = config.parallelism as u64 * ftab_engine::plan::MIN_MEMORY_PER_PARTITION;
             if config.memory_limit < floor {
                 return Err(format!(
                     "memory_limit {} is too small for parallelism {}: jobs need at least {} MiB per partition; \
                      raise --memory-limit to {} MiB or more, or lower --parallelism",
                     config.memory_limit,
                     config.parallelism,
-                    ftab_core::plan::MIN_MEMORY_PER_PARTITION >> 20,
+                    ftab_engine::plan::MIN_MEMORY_PER_PARTITION >> 20,
                     floor.div_ceil(1 << 20),
                 ));
             }

@@ -1,7 +1,7 @@
 //! The scheduler's error type and its mapping to gRPC status codes.
 
-use ftab_core::ids::JobId;
-use ftab_core::names::{TableName, WorkspaceName};
+use ftab_model::ids::JobId;
+use ftab_model::names::{TableName, WorkspaceName};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,7 +31,12 @@ pub enum Error {
 
     /// A request that is wrong in itself: bad names, bad definitions, bad JSON.
     #[error(transparent)]
-    Core(#[from] ftab_core::Error),
+    Model(#[from] ftab_model::Error),
+
+    /// The engine failed: stored data that cannot be read is a fault of the system, a
+    /// version that does not exist is the request's.
+    #[error(transparent)]
+    Engine(#[from] ftab_engine::Error),
 
     #[error("{0}")]
     InvalidArgument(String),
@@ -83,7 +88,10 @@ impl From<Error> for tonic::Status {
             | Error::JobNotFound(_)
             | Error::NotFound(_) => Code::NotFound,
             Error::WorkspaceExists(_) => Code::AlreadyExists,
-            Error::Core(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Model(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Engine(ftab_engine::Error::InvalidRequest(_)) => Code::InvalidArgument,
+            Error::Engine(ftab_engine::Error::StorageLocation { .. }) => Code::FailedPrecondition,
+            Error::Engine(ftab_engine::Error::Offline { .. }) => Code::Internal,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::VersionConflict { .. } => Code::Aborted,
             Error::Unsupported(_) => Code::Unimplemented,

@@ -19,7 +19,7 @@ use arrow_flight::error::FlightError;
 use futures::TryStreamExt;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use ftab_core::protocol::{
+use ftab_model::protocol::{
     self, ACTION_TYPES, Command, ListTablesCriteria, TrainingSetRequest, TrainingSetTicket,
 };
 
@@ -94,7 +94,7 @@ fn unsupported<T>(call: &str) -> Result<T, Status> {
 }
 
 fn decode_command(descriptor: &FlightDescriptor) -> Result<Command, Error> {
-    Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_core::Error::from(e)))
+    Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_model::Error::from(e)))
 }
 
 /// The FlightInfo of a started training set: its schema, one endpoint per output
@@ -177,9 +177,11 @@ impl FlightHandler {
         mut training_set: TrainingSetRequest,
         spine: impl Stream<Item = Result<datafusion::arrow::array::RecordBatch, Error>> + Send + Unpin,
     ) -> Result<FlightStream<FlightData>, Error> {
-        let name =
-            ftab_core::names::SpineName::new(format!("exchange_{}", uuid::Uuid::now_v7().simple()))
-                .map_err(|e| Error::Internal(e.to_string()))?;
+        let name = ftab_model::names::SpineName::new(format!(
+            "exchange_{}",
+            uuid::Uuid::now_v7().simple()
+        ))
+        .map_err(|e| Error::Internal(e.to_string()))?;
         let stored = self.training_sets.store_spine(name, spine).await?;
         training_set.spine = Some(protocol::SpineSource::Name { name: stored.name });
         let started = self.training_sets.start(training_set).await?;
@@ -402,7 +404,7 @@ impl FlightService for FlightHandler {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let Action { r#type, body } = request.into_inner();
         let action = protocol::Action::decode(&r#type, &body)
-            .map_err(|e| Error::from(ftab_core::Error::from(e)))?;
+            .map_err(|e| Error::from(ftab_model::Error::from(e)))?;
         let span = tracing::info_span!("action", action = action.type_name());
         let answer = self.run_action(action).instrument(span).await?;
         let result = arrow_flight::Result {

@@ -8,19 +8,19 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use ftab_core::storage::scratch_parquet_writer;
+use ftab_engine::storage::scratch_parquet_writer;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::sync::Notify;
 
-use ftab_core::content_hash::ContentHash;
-use ftab_core::ids::{IngestId, JobId};
-use ftab_core::protocol::{
+use ftab_engine::content_hash::ContentHash;
+use ftab_engine::storage::ObjectStorage;
+use ftab_engine::validate::IngestValidator;
+use ftab_model::ids::{IngestId, JobId};
+use ftab_model::protocol::{
     IngestCommand, IngestResult, MAX_IDEMPOTENCY_KEY_LEN, StepState, WorkspaceKind,
 };
-use ftab_core::storage::ObjectStorage;
-use ftab_core::validate::IngestValidator;
 
 use crate::catalog::{Catalog, KeyedIngest, NewIngest, Recorded};
 use crate::error::{Error, Result};
@@ -169,8 +169,8 @@ impl Ingests {
     /// file under that prefix. With an idempotency key, hash the validated rows.
     async fn read_upload<S>(
         &self,
-        table: &ftab_core::definitions::FeatureTable,
-        definitions: &ftab_core::Definitions,
+        table: &ftab_model::definitions::FeatureTable,
+        definitions: &ftab_model::Definitions,
         command: &IngestCommand,
         batches: &mut S,
         stage_under: Option<&Path>,
@@ -230,7 +230,7 @@ impl Ingests {
         }
         let rows = match &validator {
             Some(v) => v.finish().map_err(invalid)?,
-            None => return Err(invalid(ftab_core::validate::ValidationError::Empty)),
+            None => return Err(invalid(ftab_engine::validate::ValidationError::Empty)),
         };
         if let Some(writer) = writer {
             writer
@@ -277,7 +277,7 @@ struct ReadUpload {
 /// recorded before content hashes were kept replay without a check.
 fn same_content(
     key: &str,
-    table: &ftab_core::names::TableName,
+    table: &ftab_model::names::TableName,
     existing: &KeyedIngest,
     read: &ReadUpload,
 ) -> Result<()> {
@@ -313,6 +313,6 @@ fn with_row_numbers(batch: RecordBatch, first_row: u64) -> Result<RecordBatch> {
         .map_err(|e| Error::Internal(format!("cannot number the ingest's rows: {e}")))
 }
 
-fn invalid(error: ftab_core::validate::ValidationError) -> Error {
+fn invalid(error: ftab_engine::validate::ValidationError) -> Error {
     Error::InvalidArgument(error.to_string())
 }

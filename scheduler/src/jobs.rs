@@ -2,7 +2,7 @@
 //!
 //! An ingest job has two steps, each idempotent, and the job record says which are done.
 //! Each runs as a Ballista job ([`crate::cluster`]) whose plan is built in
-//! [`ftab_core::plan::ingest`]:
+//! [`ftab_engine::plan::ingest`]:
 //!
 //! 1. `offline_commit`: executors read the staged data hash-partitioned by the join keys and
 //!    sorted, drop in-ingest duplicates of (join keys, timestamp) keeping the last row,
@@ -31,16 +31,16 @@ use object_store::path::Path;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
-use ftab_core::definitions::FeatureTable;
-use ftab_core::ids::JobId;
-use ftab_core::offline;
-use ftab_core::online::OnlineTable;
-use ftab_core::plan::ingest::{
+use ftab_engine::offline;
+use ftab_engine::online::OnlineTable;
+use ftab_engine::plan::ingest::{
     IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, ROW_COLUMN, collect_adds,
     offline_table_schema, sum_column,
 };
-use ftab_core::protocol::{JobCounts, JobState, StepState};
-use ftab_core::storage::{ObjectStorage, StorageLayout};
+use ftab_engine::storage::{ObjectStorage, StorageLayout};
+use ftab_model::definitions::FeatureTable;
+use ftab_model::ids::JobId;
+use ftab_model::protocol::{JobCounts, JobState, StepState};
 
 use crate::catalog::{Catalog, IngestRecord, JobRecord};
 use crate::cluster::Cluster;
@@ -309,7 +309,7 @@ struct IngestStep<'a> {
     job_id: JobId,
     ingest: &'a IngestRecord,
     table: &'a FeatureTable,
-    definitions: &'a ftab_core::Definitions,
+    definitions: &'a ftab_model::Definitions,
 }
 
 /// What the write job of an ingest reported.
@@ -664,24 +664,24 @@ impl Jobs {
 
     pub async fn list(
         &self,
-        request: ftab_core::protocol::ListJobsRequest,
-    ) -> Result<ftab_core::protocol::ListJobsResponse> {
-        Ok(ftab_core::protocol::ListJobsResponse {
+        request: ftab_model::protocol::ListJobsRequest,
+    ) -> Result<ftab_model::protocol::ListJobsResponse> {
+        Ok(ftab_model::protocol::ListJobsResponse {
             jobs: self.catalog.list_jobs(request).await?,
         })
     }
 
     pub async fn get(
         &self,
-        job_id: &ftab_core::ids::JobId,
-    ) -> Result<ftab_core::protocol::JobInfo> {
+        job_id: &ftab_model::ids::JobId,
+    ) -> Result<ftab_model::protocol::JobInfo> {
         Ok(self.catalog.job(job_id).await?.info)
     }
 
     pub async fn cancel(
         &self,
-        job_id: &ftab_core::ids::JobId,
-    ) -> Result<ftab_core::protocol::JobInfo> {
+        job_id: &ftab_model::ids::JobId,
+    ) -> Result<ftab_model::protocol::JobInfo> {
         let info = self.catalog.cancel_job(job_id).await?;
         tracing::info!(%job_id, state = ?info.state, "cancel requested");
         Ok(info)
@@ -689,8 +689,8 @@ impl Jobs {
 
     pub async fn retry(
         &self,
-        job_id: &ftab_core::ids::JobId,
-    ) -> Result<ftab_core::protocol::JobInfo> {
+        job_id: &ftab_model::ids::JobId,
+    ) -> Result<ftab_model::protocol::JobInfo> {
         let info = self.catalog.retry_job(job_id).await?;
         tracing::info!(%job_id, "queued again");
         self.waiting.notify_one();

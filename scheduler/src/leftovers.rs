@@ -25,9 +25,9 @@ use std::path::{Path as FsPath, PathBuf};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::offline;
-use ftab_core::storage::{ObjectStorage, StorageLayout};
+use ftab_engine::offline;
+use ftab_engine::storage::{ObjectStorage, StorageLayout};
+use ftab_model::names::{TableName, WorkspaceName};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use ftab_core::online::OnlineStore;
-use ftab_core::online::embedded::EmbeddedStore;
-use ftab_core::storage::{ObjectStorage, StorageLayout};
+use ftab_engine::online::OnlineStore;
+use ftab_engine::online::embedded::EmbeddedStore;
+use ftab_engine::storage::{ObjectStorage, StorageLayout};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -231,7 +231,7 @@ fn runtime_env(config: &SchedulerConfig, objects: &ObjectStorage) -> Result<Arc<
         .with_disk_manager_builder(
             DiskManagerBuilder::default()
                 .with_mode(DiskManagerMode::Directories(vec![spill]))
-                .with_max_spill_merge_fan_in(ftab_core::plan::max_spill_merge_fan_in(
+                .with_max_spill_merge_fan_in(ftab_engine::plan::max_spill_merge_fan_in(
                     config.parallelism,
                     config.memory_limit,
                 )),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use ftab_core::online::{KeyValue, OnlineStore, OnlineTable, format_micros};
-use ftab_core::protocol::{GetOnlineRequest, GetOnlineResponse};
+use ftab_engine::online::{KeyValue, OnlineStore, OnlineTable, format_micros};
+use ftab_model::protocol::{GetOnlineRequest, GetOnlineResponse};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};

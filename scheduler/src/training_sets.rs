@@ -6,7 +6,7 @@
 //! against the definitions and the spine's Parquet footers (every error names the columns),
 //! reads each table's offline Delta snapshot (latest, or pinned `as_of`), prunes its files
 //! by date and statistics to the spine's time range and the ttl, builds the plan
-//! ([`ftab_core::plan::training_set`]) and submits it to the cluster. The answer lists one
+//! ([`ftab_engine::plan::training_set`]) and submits it to the cluster. The answer lists one
 //! endpoint per output partition; DoGet streams each partition from the executor holding it,
 //! batch by batch, once the job is done. Results stay fetchable for the configured
 //! retention, then are removed.
@@ -23,7 +23,7 @@ use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::{AsyncArrowWriter, parquet_to_arrow_schema};
-use ftab_core::storage::scratch_parquet_writer;
+use ftab_engine::storage::scratch_parquet_writer;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -31,17 +31,17 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tokio::sync::watch;
 use url::Url;
 
-use ftab_core::definitions::{FeatureRef, FeatureTable};
-use ftab_core::names::SpineName;
-use ftab_core::offline::{self, prune};
-use ftab_core::plan::ingest::SEQ_COLUMN;
-use ftab_core::plan::training_set::{self, FileBuckets, SpineInput, TableInput};
-use ftab_core::protocol::{
+use ftab_engine::offline::{self, prune};
+use ftab_engine::plan::ingest::SEQ_COLUMN;
+use ftab_engine::plan::training_set::{self, FileBuckets, SpineInput, TableInput};
+use ftab_engine::storage::{ObjectStorage, StorageLayout};
+use ftab_engine::validate::compatible;
+use ftab_model::definitions::{FeatureRef, FeatureTable};
+use ftab_model::names::SpineName;
+use ftab_model::protocol::{
     SpineInfo, SpineSource, TrainingSetInfo, TrainingSetRequest, TrainingSetTable,
     TrainingSetTicket, WorkspaceKind,
 };
-use ftab_core::storage::{ObjectStorage, StorageLayout};
-use ftab_core::validate::compatible;
 
 use crate::catalog::{Catalog, SpineRecord, WorkspaceState, timestamp};
 use crate::cluster::{BallistaJob, Cluster, Locations, PartitionData};
@@ -227,7 +227,7 @@ impl TrainingSets {
                 Some(w) => w,
                 None => {
                     training_set::check_spine_columns(&batch.schema()).map_err(invalid)?;
-                    ftab_core::validate::check_unique_columns(&batch.schema())
+                    ftab_engine::validate::check_unique_columns(&batch.schema())
                         .map_err(|e| invalid(format!("the spine: {e}")))?;
                     writer.insert(
                         scratch_parquet_writer(
@@ -315,7 +315,7 @@ impl TrainingSets {
                 offline::snapshot(&self.objects, &url, table.timestamp_field.as_str(), as_of)
                     .await
                     .map_err(|e| match e {
-                        ftab_core::Error::InvalidRequest(m) => {
+                        ftab_engine::Error::InvalidRequest(m) => {
                             invalid(format!("feature table `{}`: {m}", table.name))
                         }
                         other => Error::Internal(other.to_string()),
@@ -605,7 +605,7 @@ impl TrainingSets {
             );
             match &schema {
                 None => {
-                    ftab_core::validate::check_unique_columns(&file_schema)
+                    ftab_engine::validate::check_unique_columns(&file_schema)
                         .map_err(|e| invalid(format!("spine file {url}: {e}")))?;
                     schema = Some(file_schema.clone())
                 }
@@ -677,8 +677,9 @@ impl TrainingSets {
         let store: Arc<dyn ObjectStore> = if base == *self.objects.base_url() {
             self.objects.store.clone()
         } else {
-            let (store, _) = object_store::parse_url_opts(&url, ftab_core::storage::env_options())
-                .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
+            let (store, _) =
+                object_store::parse_url_opts(&url, ftab_engine::storage::env_options())
+                    .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
             let store: Arc<dyn ObjectStore> = Arc::from(store);
             // Executors read the spine through the same runtime.
             self.cluster

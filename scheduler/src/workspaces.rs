@@ -3,16 +3,16 @@
 //! This module decides (what a plan is, whether an apply may go ahead); the catalog
 //! persists, and the Flight layer only decodes and answers.
 
-use ftab_core::diff::{ChangeKind, ObjectKind, Plan};
-use ftab_core::names::TableName;
-use ftab_core::protocol::{
+use ftab_engine::storage::{ObjectStorage, StorageLayout};
+use ftab_model::diff::{ChangeKind, ObjectKind, Plan};
+use ftab_model::names::TableName;
+use ftab_model::protocol::{
     ApplyRequest, ApplyResponse, CreateWorkspaceRequest, DescribeTableRequest,
     ListWorkspacesResponse, PlanRequest, PlanResponse, TableDescription, TableListing,
     WorkspaceInfo,
 };
-use ftab_core::repository::{self, RepositoryFile};
-use ftab_core::storage::{ObjectStorage, StorageLayout};
-use ftab_core::{Definitions, definitions::FeatureTable};
+use ftab_model::repository::{self, RepositoryFile};
+use ftab_model::{Definitions, definitions::FeatureTable};
 
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -168,7 +168,7 @@ impl Workspaces {
             .storage
             .offline_table(&state.name, &table.name, generation);
         let offline = if table.offline {
-            ftab_core::offline::stats(&self.objects, &location).await?
+            ftab_engine::offline::stats(&self.objects, &location).await?
         } else {
             None
         };
@@ -198,7 +198,7 @@ impl Workspaces {
     /// The feature tables of one workspace or all, with their Arrow schemas.
     pub async fn list_tables(
         &self,
-        workspace: Option<ftab_core::names::WorkspaceName>,
+        workspace: Option<ftab_model::names::WorkspaceName>,
     ) -> Result<Vec<(TableListing, SchemaRef)>> {
         let states = match workspace {
             Some(name) => vec![self.catalog.workspace(&name).await?],
@@ -227,7 +227,7 @@ impl Workspaces {
 }
 
 fn parse(files: &[RepositoryFile]) -> Result<Definitions> {
-    repository::parse(files).map_err(|problems| ftab_core::Error::Definitions(problems).into())
+    repository::parse(files).map_err(|problems| ftab_model::Error::Definitions(problems).into())
 }
 
 fn info(state: &WorkspaceState) -> WorkspaceInfo {
@@ -271,8 +271,8 @@ pub(crate) fn find_table<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftab_core::names::WorkspaceName;
-    use ftab_core::protocol::WorkspaceKind;
+    use ftab_model::names::WorkspaceName;
+    use ftab_model::protocol::WorkspaceKind;
 
     const REPO: &str = r#"
 [[entity]]

@@ -64,7 +64,7 @@ async fn raw_json_actions_and_status_codes() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(actions.len(), ftab_core::protocol::ACTION_TYPES.len());
+    assert_eq!(actions.len(), ftab_model::protocol::ACTION_TYPES.len());
 
     assert_eq!(client.handshake("hello").await.unwrap(), "hello");
 

@@ -10,8 +10,8 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::prelude::SessionContext;
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::online::{KeyValue, OnlineTable};
+use ftab_engine::online::{KeyValue, OnlineTable};
+use ftab_model::names::{TableName, WorkspaceName};
 use serde_json::json;
 
 const DAY: i64 = 86_400_000_000;
@@ -112,11 +112,11 @@ async fn offline_rows(running: &common::Running) -> Vec<(String, i64, i64, i64)>
 
 /// The online record of a user: (timestamp, seq, count_7d).
 async fn online(running: &common::Running, user: &str) -> Option<(i64, u64, i64)> {
-    let repo = ftab_core::repository::read_dir(
+    let repo = ftab_model::repository::read_dir(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/feature_repo"),
     )
     .unwrap();
-    let defs = ftab_core::repository::parse(&repo).unwrap();
+    let defs = ftab_model::repository::parse(&repo).unwrap();
     let table = OnlineTable::new(
         WorkspaceName::new("prod").unwrap(),
         defs.feature_table("user_login_counts").unwrap(),

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
-use ftab_core::plan::JoinChoice;
+use ftab_engine::plan::JoinChoice;
 use serde_json::json;
 
 use common::{put, raw_action, training_set, wait_job, workspace_with_files};

@@ -18,7 +18,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
-use ftab_core::plan::JoinChoice;
+use ftab_engine::plan::JoinChoice;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -259,11 +259,11 @@ fn golden_dir() -> PathBuf {
 
 /// Column types of every feature table of a repository, by table.
 fn table_types(repo: &str) -> BTreeMap<String, BTreeMap<String, Type>> {
-    let files = vec![ftab_core::repository::RepositoryFile {
+    let files = vec![ftab_model::repository::RepositoryFile {
         path: "repo.toml".into(),
         content: repo.into(),
     }];
-    let definitions = ftab_core::repository::parse(&files).expect("the golden repository parses");
+    let definitions = ftab_model::repository::parse(&files).expect("the golden repository parses");
     definitions
         .feature_tables
         .iter()

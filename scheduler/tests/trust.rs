@@ -413,7 +413,7 @@ async fn ties_across_large_ingests_go_to_the_later_one() {
     for i in 0.. {
         let user = format!("user_{i:07}");
         let key: ArrayRef = Arc::new(StringArray::from(vec![user.as_str()]));
-        let bucket = ftab_core::plan::bucket::bucket_ids(&[key], 2)
+        let bucket = ftab_engine::plan::bucket::bucket_ids(&[key], 2)
             .unwrap()
             .value(0);
         if bucket == 1 && big < 60_000 {

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use ftab_core::ids::{IngestId, JobId};
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::protocol::{
+use ftab_model::ids::{IngestId, JobId};
+use ftab_model::names::{TableName, WorkspaceName};
+use ftab_model::protocol::{
     IngestResult, JobCounts, JobInfo, JobKind, JobState, ListJobsRequest, StepState,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -27,7 +27,7 @@ pub struct NewIngest {
     pub generation: u64,
     pub idempotency_key: Option<String>,
     /// With an idempotency key: the content hash of the staged rows
-    /// ([`ftab_core::content_hash`]), so a replay can be told from different data.
+    /// ([`ftab_engine::content_hash`]), so a replay can be told from different data.
     pub content_hash: Option<String>,
     pub rows: u64,
     pub staged_prefix: String,
@@ -530,7 +530,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftab_core::protocol::WorkspaceKind;
+    use ftab_model::protocol::WorkspaceKind;
 
     fn new_ingest(key: Option<&str>) -> NewIngest {
         NewIngest {

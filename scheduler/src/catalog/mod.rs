@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ftab_core::Definitions;
-use ftab_core::diff::Plan;
-use ftab_core::names::{TableName, WorkspaceName};
-use ftab_core::protocol::WorkspaceKind;
+use ftab_model::Definitions;
+use ftab_model::diff::Plan;
+use ftab_model::names::{TableName, WorkspaceName};
+use ftab_model::protocol::WorkspaceKind;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@
 //! name at them in one statement, so a reader sees the old spine or the new one, never a
 //! half-written one. Replaced and expired spines' files are deleted afterwards.
 
-use ftab_core::names::SpineName;
+use ftab_model::names::SpineName;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Catalog, now};

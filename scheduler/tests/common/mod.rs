@@ -18,8 +18,8 @@ pub struct Running {
     pub url: String,
     pub stop: Option<oneshot::Sender<()>>,
     pub server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
-    pub online: std::sync::Arc<dyn ftab_core::online::OnlineStore>,
-    pub storage: ftab_core::storage::StorageLayout,
+    pub online: std::sync::Arc<dyn ftab_engine::online::OnlineStore>,
+    pub storage: ftab_engine::storage::StorageLayout,
     pub dir: tempfile::TempDir,
 }
 
@@ -208,7 +208,7 @@ pub async fn training_set(
 /// The example feature repository as the `files` of a plan or apply.
 pub fn example_files() -> serde_json::Value {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/feature_repo");
-    let files = ftab_core::repository::read_dir(&dir).unwrap();
+    let files = ftab_model::repository::read_dir(&dir).unwrap();
     serde_json::to_value(files).unwrap()
 }
 

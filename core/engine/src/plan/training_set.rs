@@ -78,17 +78,7 @@ pub struct FileBuckets {
     pub of_files: Vec<u32>,
 }
 
-/// How a table's feature rows reach its join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeaturePath {
-    /// Each bucket's sorted files merged in place: no shuffle, no sort.
-    BucketMerge,
-    /// Each bucket's files read one after another, unmerged (for the spine-index join).
-    BucketScan,
-    /// Hash-shuffled by the keys (and sorted, for the sort-merge join).
-    Shuffle,
-}
+pub use crate::protocol::FeaturePath;
 
 /// Bytes the spine-index join is assumed to hold per feature value of a type without a
 /// fixed width (strings, lists).

@@ -81,18 +81,7 @@ pub struct AsOfJoinSpec {
     pub strategy: JoinStrategy,
 }
 
-/// How an as-of join finds each spine row's feature row. Both give the same rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JoinStrategy {
-    /// Both sides sorted by keys and time, merged: holds a few batches, whatever the sizes
-    /// (the sorts spill).
-    #[default]
-    SortMerge,
-    /// The spine partition held in memory, indexed by key; feature rows stream past in any
-    /// order, unsorted ([`super::spine_index`]). Only where the spine fits.
-    SpineIndex,
-}
+pub use crate::protocol::JoinStrategy;
 
 /// Column positions of a spec in the inputs' schemas.
 #[derive(Debug, Clone)]

@@ -9,20 +9,19 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::datatypes::Schema;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Add, MetadataExt, StructField, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::Error;
 use crate::plan::bucket::BUCKET_COLUMN;
 use crate::plan::ingest::{DATE_COLUMN, offline_partition_columns};
-use crate::protocol::OfflineStats;
+use crate::protocol::{AsOf, OfflineStats};
 use crate::storage::ObjectStorage;
 
 fn offline_error(url: &Url, message: impl std::fmt::Display) -> Error {
@@ -257,16 +256,6 @@ pub async fn stats(storage: &ObjectStorage, url: &Url) -> Result<Option<OfflineS
         files,
         rows,
     }))
-}
-
-/// Which version of an offline table to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum AsOf {
-    /// A Delta version.
-    Version(u64),
-    /// The table as it was at this wall-clock time.
-    Time(DateTime<Utc>),
 }
 
 /// One data file of a snapshot.

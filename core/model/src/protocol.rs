@@ -5,6 +5,7 @@
 //! place that builds it. Answers are JSON of the `*Response` types. The shapes are
 //! documented for non-Rust clients in docs/protocol.md.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
@@ -13,7 +14,6 @@ use crate::definitions::{Column, FeatureRef, FeatureTable};
 use crate::diff::Plan;
 use crate::ids::{IngestId, JobId};
 use crate::names::{ServiceName, SpineName, TableName, WorkspaceName};
-pub use crate::offline::AsOf;
 use crate::repository::RepositoryFile;
 
 /// Whether a workspace ingests and materializes (`live`) or only holds definitions
@@ -408,11 +408,11 @@ pub struct TrainingSetTable {
     /// older tables, a parallelism other than the table's bucket count, or too many files
     /// per bucket for the memory limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_by: Option<crate::plan::training_set::FeaturePath>,
+    pub read_by: Option<FeaturePath>,
     /// How the table is joined: `spine_index` (the spine held in memory by key) or
     /// `sort_merge` (both sides sorted; for spines too large for memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub join: Option<crate::plan::pit_join::JoinStrategy>,
+    pub join: Option<JoinStrategy>,
 }
 
 /// The `app_metadata` of a training set's FlightInfo.
@@ -653,6 +653,41 @@ pub struct TableListing {
     pub offline: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+}
+
+/// Which version of an offline table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AsOf {
+    /// A Delta version.
+    Version(u64),
+    /// The table as it was at this wall-clock time.
+    Time(DateTime<Utc>),
+}
+
+/// How an as-of join finds each spine row's feature row. Both give the same rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinStrategy {
+    /// Both sides sorted by keys and time, merged: holds a few batches, whatever the sizes
+    /// (the sorts spill).
+    #[default]
+    SortMerge,
+    /// The spine partition held in memory, indexed by key; feature rows stream past in any
+    /// order, unsorted (the spine-index join). Only where the spine fits.
+    SpineIndex,
+}
+
+/// How a table's feature rows reach its join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeaturePath {
+    /// Each bucket's sorted files merged in place: no shuffle, no sort.
+    BucketMerge,
+    /// Each bucket's files read one after another, unmerged (for the spine-index join).
+    BucketScan,
+    /// Hash-shuffled by the keys (and sorted, for the sort-merge join).
+    Shuffle,
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ schema = [
 
     #[test]
     fn the_example_repository_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/feature_repo");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/feature_repo");
         let defs = parse(&read_dir(&dir).unwrap()).unwrap();
         assert!(defs.feature_table("user_login_counts").is_some());
         assert!(defs.feature_service("fraud_detection").is_some());
