@@ -265,3 +265,40 @@ fn an_unreachable_scheduler_is_explained() {
     );
     assert!(err.contains("Start one with `ftab-scheduler`"), "{err}");
 }
+
+/// A reader that stops early (`ftab workspace list | head -1`) ends the CLI quietly:
+/// success, nothing on standard error. It used to panic with "failed printing to stdout:
+/// Broken pipe" and exit 101.
+#[test]
+fn a_closed_output_pipe_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = SchedulerProcess::start(&dir.path().join("data"));
+    for i in 0..5 {
+        scheduler
+            .ftab(&["workspace", "create", &format!("team_{i}")])
+            .ok();
+    }
+    for args in [
+        vec!["workspace", "list"],
+        vec!["--output", "json", "workspace", "list"],
+    ] {
+        let mut child = std::process::Command::new(ftab_e2e::binary("ftab"))
+            .arg("--server")
+            .arg(&scheduler.url)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ftab");
+        // The reader goes before anything is written.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for ftab");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stderr.is_empty(),
+            "{args:?}: {:?}, stderr: {stderr}",
+            output.status
+        );
+    }
+}

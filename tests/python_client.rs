@@ -3,9 +3,10 @@
 //! DoGet and DoExchange), and delta-rs's Python package reads the offline store. ftab must
 //! work with clients it did not write.
 //!
-//! Needs python3 with pyarrow, pytest and deltalake (`pip install -r tests/python/requirements.txt`;
-//! `.ci/run` installs them). Without them the test fails and says so, unless
-//! FTAB_SKIP_PYTHON_TESTS=1 is set, in which case it says clearly that it skipped.
+//! Needs python3 with pyarrow, pytest and deltalake: `scripts/test.sh` (the README's test
+//! command, which `.ci/run` calls) installs them in a virtual environment first on PATH.
+//! Without them the test fails and says so, unless FTAB_SKIP_PYTHON_TESTS=1 is set, in
+//! which case it says clearly that it skipped.
 
 use std::process::Command;
 
@@ -25,7 +26,7 @@ fn pyarrow_flight_client_speaks_the_protocol() {
             return;
         }
         panic!(
-            "python3 with pyarrow, pytest and deltalake is needed: run `pip install -r tests/python/requirements.txt` (or set FTAB_SKIP_PYTHON_TESTS=1 to skip). Probe said: {probe:?}"
+            "python3 with pyarrow, pytest and deltalake is needed: run the tests with `scripts/test.sh`, which installs them in a virtual environment, or `pip install -r tests/python/requirements.txt` (or set FTAB_SKIP_PYTHON_TESTS=1 to skip). Probe said: {probe:?}"
         );
     }
 

@@ -13,6 +13,7 @@
 //! Run release builds only: `cargo run --release -p ftab-bench -- ingest` (or
 //! `training-set`); `--help` shows the sizes. Figures go to docs/benchmarks.md.
 
+mod control_plane;
 mod data;
 mod ingest;
 mod training_set;
@@ -39,6 +40,8 @@ enum Bench {
     Ingest(ingest::IngestArgs),
     /// A point-in-time training set over two large tables.
     TrainingSet(training_set::TrainingSetArgs),
+    /// Latency of control-plane calls from one client.
+    ControlPlane(control_plane::ControlPlaneArgs),
 }
 
 /// A scheduler running in this process, and a client of it.
@@ -193,5 +196,6 @@ async fn main() -> anyhow::Result<()> {
     match args.bench {
         Bench::Ingest(args) => ingest::run(args).await,
         Bench::TrainingSet(args) => training_set::run(args).await,
+        Bench::ControlPlane(args) => control_plane::run(args).await,
     }
 }

@@ -274,10 +274,10 @@ pub async fn main(cli: Cli) -> ExitCode {
         Err(error) => {
             match format {
                 OutputFormat::Text => eprintln!("error: {error}"),
-                OutputFormat::Json => println!(
-                    "{}",
+                OutputFormat::Json => output::stdout(&format!(
+                    "{}\n",
                     serde_json::json!({ "error": { "code": error.code(), "message": error.to_string() } })
-                ),
+                )),
             }
             ExitCode::from(error.exit_code())
         }
@@ -287,11 +287,11 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// Print `value` as JSON, or as the text `render` makes of it.
 fn print<T: Serialize>(format: OutputFormat, value: &T, render: impl Fn(&T) -> String) {
     match format {
-        OutputFormat::Text => print!("{}", render(value)),
-        OutputFormat::Json => println!(
-            "{}",
+        OutputFormat::Text => output::stdout(&render(value)),
+        OutputFormat::Json => output::stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(value).expect("answers serialize to JSON")
-        ),
+        )),
     }
 }
 
@@ -340,7 +340,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 return Ok(());
             }
             if format == OutputFormat::Text {
-                print!("{}", output::plan(&plan));
+                output::stdout(&output::plan(&plan));
             }
             let refused = plan.plan.breaking().next().is_some() && !force;
             // A plan the scheduler will refuse is sent without asking, so its refusal
@@ -539,14 +539,14 @@ async fn watch_job(
             job.attempts,
         );
         if format == OutputFormat::Text && shown.as_ref() != Some(&now) {
-            println!("{}", output::job_progress(&job));
+            output::stdout(&format!("{}\n", output::job_progress(&job)));
             shown = Some(now);
         }
         if job.state.is_final() {
             if format == OutputFormat::Json {
                 print(format, &job, |_| String::new());
             } else if job.state == JobState::Succeeded {
-                print!("{}", output::job_counts(&job));
+                output::stdout(&output::job_counts(&job));
             }
             return match job.state {
                 JobState::Succeeded => Ok(job),

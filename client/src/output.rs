@@ -10,6 +10,21 @@ use ftab_model::protocol::{
 };
 
 /// 1234567 -> "1,234,567".
+/// Write `text` to standard output. When the reader has gone (`ftab jobs list | head -1`),
+/// stop quietly with success, as Unix tools do, instead of panicking as `print!` does.
+pub fn stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Nowhere left to report it but standard error.
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);

@@ -43,7 +43,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use ftab_engine::codec::physical_codec;
 use ftab_engine::online::{OnlineStore, OnlineStoreHandle};
@@ -153,7 +152,7 @@ impl Cluster {
         tokio::spawn(
             create_grpc_server(&GrpcServerConfig::default())
                 .add_service(grpc)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(crate::incoming(listener)),
         );
 
         // The executor, with its work directory under the data directory.
@@ -207,7 +206,7 @@ impl Cluster {
         tokio::spawn(
             create_grpc_server(&GrpcServerConfig::default())
                 .add_service(flight)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(crate::incoming(listener)),
         );
         let scheduler = SchedulerGrpcClient::connect(format!("http://{scheduler_addr}"))
             .await
