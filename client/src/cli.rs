@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use ftab_model::ids::JobId;
@@ -20,8 +20,10 @@ use ftab_model::protocol::{
     ApplyRequest, GetOnlineRequest, IngestCommand, JobInfo, JobState, ListJobsRequest, StepState,
     WorkspaceKind,
 };
-use ftab_model::repository::{self, ReadError};
+use ftab_model::repository;
 
+pub use crate::error::CliError;
+pub use crate::output::OutputFormat;
 use crate::{ClientError, DEFAULT_SERVER, FtabClient, output};
 
 #[derive(Debug, Parser)]
@@ -43,12 +45,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,66 +200,6 @@ pub struct RepositoryArgs {
     /// The workspace to compare with or apply to.
     #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
     pub workspace: WorkspaceName,
-}
-
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error("{0}")]
-    NotConfirmed(String),
-    #[error(transparent)]
-    File(#[from] crate::files::FileError),
-    #[error("job {job_id} {state}: {message}")]
-    JobFailed {
-        job_id: JobId,
-        state: &'static str,
-        message: String,
-    },
-    #[error("cannot {what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Client(ClientError::Unreachable { .. }) => 3,
-            CliError::Client(ClientError::InvalidUrl { .. }) => 2,
-            _ => 1,
-        }
-    }
-
-    /// A short machine-readable name for `--output json`.
-    fn code(&self) -> String {
-        match self {
-            CliError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
-            CliError::Client(ClientError::InvalidUrl { .. }) => "invalid_url".into(),
-            CliError::Client(ClientError::Server { code, .. }) => {
-                let name = format!("{code:?}");
-                let mut snake = String::new();
-                for (i, c) in name.chars().enumerate() {
-                    if c.is_uppercase() && i > 0 {
-                        snake.push('_');
-                    }
-                    snake.push(c.to_ascii_lowercase());
-                }
-                snake
-            }
-            CliError::Client(ClientError::Protocol(_)) => "protocol".into(),
-            CliError::Client(ClientError::Data(_)) | CliError::File(_) => "invalid_data".into(),
-            CliError::JobFailed { .. } => "job_failed".into(),
-            CliError::Read(_) => "invalid_repository".into(),
-            CliError::NotConfirmed(_) => "not_confirmed".into(),
-            CliError::Io { .. } => "io".into(),
-        }
-    }
 }
 
 /// Run a parsed command line, print its result or error, and return the exit code.

@@ -5,6 +5,7 @@
 //! shapes in docs/protocol.md.
 
 pub mod cli;
+pub mod error;
 pub mod files;
 pub mod output;
 pub mod training_set;

@@ -10,6 +10,13 @@ use ftab_model::protocol::{
 };
 
 /// 1234567 -> "1,234,567".
+/// How the CLI prints answers: text for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
 /// Write `text` to standard output. When the reader has gone (`ftab jobs list | head -1`),
 /// stop quietly with success, as Unix tools do, instead of panicking as `print!` does.
 pub fn stdout(text: &str) {

@@ -17,7 +17,8 @@ use ftab_model::definitions::FeatureRef;
 use ftab_model::names::{ServiceName, SpineName, TableName, WorkspaceName};
 use ftab_model::protocol::{AsOf, AsOfRequest, SpineSource, TrainingSetRequest, TrainingSetTable};
 
-use crate::cli::{CliError, OutputFormat};
+use crate::error::CliError;
+use crate::output::OutputFormat;
 use crate::{ClientError, FtabClient, output};
 
 /// Get a point-in-time-correct training set into a Parquet file.

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 
-use super::{OnlineError, OnlineRecord};
+use super::record::{OnlineError, OnlineRecord};
 use crate::definitions::ValueType;
 
 /// One join key value.

@@ -10,6 +10,7 @@
 
 pub mod embedded;
 pub(crate) mod encoding;
+mod record;
 
 use datafusion::arrow::array::RecordBatch;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::definitions::{Definitions, FeatureTable, ValueType};
 use crate::names::{TableName, WorkspaceName};
 
 pub use encoding::{KeyValue, format_micros};
+pub use record::{OnlineError, OnlineRecord};
 
 /// Which table a write or read is about, with the types the records are encoded by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,26 +97,6 @@ impl std::ops::AddAssign for WriteCounts {
         self.skipped_older += other.skipped_older;
         self.skipped_expired += other.skipped_expired;
     }
-}
-
-/// One record read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OnlineRecord {
-    /// UTC microseconds.
-    pub timestamp: i64,
-    pub seq: u64,
-    /// Feature values by name, as JSON (null for nulls).
-    pub features: Vec<(String, serde_json::Value)>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OnlineError {
-    #[error("online store: {0}")]
-    Store(String),
-    #[error("online store: invalid rows: {0}")]
-    InvalidRows(String),
-    #[error("invalid key: {0}")]
-    InvalidKey(String),
 }
 
 /// An online store backend.

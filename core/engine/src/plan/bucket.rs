@@ -402,7 +402,7 @@ impl ExecutionPlan for BucketMergeExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = super::ingest::only_child(&mut children, "BucketMergeExec")?;
+        let input = super::only_child(&mut children, "BucketMergeExec")?;
         Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
     }
 

@@ -29,7 +29,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err, plan_err};
+use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -56,7 +56,7 @@ use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
 
 use super::bucket::{BUCKET_COLUMN, bucket_ids, canonical_key_type};
-use super::{ASCENDING, column, recompute};
+use super::{ASCENDING, column, only_child, recompute};
 use crate::online::{OnlineStoreHandle, OnlineTable, WriteCounts};
 
 /// Columns ftab adds to every offline row.
@@ -332,17 +332,6 @@ impl ExecutionPlan for IngestWriteExec {
             stream,
         )))
     }
-}
-
-/// The one child of a unary node, or an error naming the node.
-pub(super) fn only_child(
-    children: &mut Vec<Arc<dyn ExecutionPlan>>,
-    node: &str,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    if children.len() != 1 {
-        return internal_err!("{node} takes 1 child, got {}", children.len());
-    }
-    Ok(children.remove(0))
 }
 
 /// The object store of `url` in the task's runtime, and the path `url` names in it.

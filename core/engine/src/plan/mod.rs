@@ -106,6 +106,17 @@ pub(crate) fn object_path(url: &str) -> Result<(url::Url, object_store::path::Pa
     Ok((parsed, path))
 }
 
+/// The one child of a unary node, or an error naming the node.
+pub(crate) fn only_child(
+    children: &mut Vec<Arc<dyn ExecutionPlan>>,
+    node: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.len() != 1 {
+        return datafusion::common::internal_err!("{node} takes 1 child, got {}", children.len());
+    }
+    Ok(children.remove(0))
+}
+
 /// Replace children and recompute the node's properties from them.
 pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
     datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {

@@ -1,0 +1,24 @@
+//! What the online store answers: a record read back, and the store's errors (used by the
+//! encoding and every backend alike).
+
+use serde::Serialize;
+
+/// One record read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnlineRecord {
+    /// UTC microseconds.
+    pub timestamp: i64,
+    pub seq: u64,
+    /// Feature values by name, as JSON (null for nulls).
+    pub features: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    #[error("online store: {0}")]
+    Store(String),
+    #[error("online store: invalid rows: {0}")]
+    InvalidRows(String),
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+}
