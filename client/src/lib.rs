@@ -98,6 +98,14 @@ impl FtabClient {
     /// Connect to the scheduler at `url` (`http://host:port`).
     pub async fn connect(url: &str) -> Result<Self> {
         let url = url.trim_end_matches('/').to_string();
+        // Flight speaks gRPC over HTTP/2: anything but http(s) is a usage error, not an
+        // unreachable server.
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ClientError::InvalidUrl {
+                url,
+                reason: "the scheme must be http or https".into(),
+            });
+        }
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::InvalidUrl {
                 url: url.clone(),

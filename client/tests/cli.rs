@@ -52,6 +52,14 @@ fn usage_errors_exit_2_and_name_the_problem() {
         stderr.contains("invalid server URL `not a url`"),
         "{stderr}"
     );
+
+    // A URL of another scheme is a usage error too (it exited 3, "unreachable").
+    let (code, _, stderr) = ftab(&["--server", "ftp://127.0.0.1:1", "workspace", "list"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid server URL `ftp://127.0.0.1:1`: the scheme must be http or https"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -25,6 +25,19 @@ async fn raw_json_actions_and_status_codes() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
 
+    // A 100 KB name is refused as invalid, with a message that does not echo it whole
+    // (it made the reply exceed gRPC's metadata limit: RESOURCE_EXHAUSTED).
+    let long = serde_json::json!({"name": "a".repeat(100_000), "kind": "live"}).to_string();
+    let status = raw_action(client, "create_workspace", &long)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    assert!(
+        status.message().contains("(100000 characters)") && status.message().len() < 1_000,
+        "{}",
+        &status.message()[..status.message().len().min(300)]
+    );
+
     let status = raw_action(client, "drop_tables", "{}").await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(

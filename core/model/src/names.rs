@@ -24,15 +24,31 @@ pub const MAX_NAME_LEN: usize = 63;
 #[error("`{value}` is not a valid {kind} name: {reason}")]
 pub struct NameError {
     pub kind: &'static str,
+    /// The name as given, cut to [`ECHOED_CHARS`] characters: messages do not echo what
+    /// a client sent in full (a 100 KB name once made a reply larger than gRPC's metadata
+    /// limit, and the client saw RESOURCE_EXHAUSTED instead of the reason).
     pub value: String,
     pub reason: String,
+}
+
+/// How much of a refused name a message echoes.
+pub const ECHOED_CHARS: usize = 80;
+
+/// `value`, cut to [`ECHOED_CHARS`] characters with its length said when cut.
+pub fn echoed(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= ECHOED_CHARS {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(ECHOED_CHARS).collect();
+    format!("{head}... ({count} characters)")
 }
 
 fn check(kind: &'static str, value: &str, lowercase_only: bool) -> Result<(), NameError> {
     let fail = |reason: String| {
         Err(NameError {
             kind,
-            value: value.to_string(),
+            value: echoed(value),
             reason,
         })
     };
