@@ -347,11 +347,64 @@ impl<'de> Deserialize<'de> for SpineSource {
 /// Which version of the offline tables a training set reads: one point for every table,
 /// or one per table (tables not named read their latest version). A number is a Delta
 /// version, a string an RFC 3339 wall-clock time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum AsOfRequest {
     All(AsOf),
     PerTable(BTreeMap<TableName, AsOf>),
+}
+
+/// One point of `as_of` from JSON, or a message saying what was wrong with it.
+fn as_of_point(value: &serde_json::Value, at: &str) -> Result<AsOf, String> {
+    let expected = "a Delta version (a whole number) or an RFC 3339 time like 2024-05-01T00:00:00Z";
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(AsOf::Version)
+            .ok_or_else(|| format!("{at} is {n}; give {expected}")),
+        serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| AsOf::Time(t.with_timezone(&Utc)))
+            .map_err(|e| {
+                let shown: String = text.chars().take(80).collect();
+                format!("{at} `{shown}` is not an RFC 3339 time ({e}); give {expected}")
+            }),
+        other => Err(format!("{at} is {}; give {expected}", kind_of(other))),
+    }
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+impl<'de> Deserialize<'de> for AsOfRequest {
+    /// A point for every table, or `{"table": point, ...}`; errors say which was meant
+    /// and what a point looks like (serde's untagged enums only say that nothing matched).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match &value {
+            serde_json::Value::Object(tables) => {
+                let mut points = BTreeMap::new();
+                for (table, point) in tables {
+                    let name = TableName::new(table.as_str()).map_err(D::Error::custom)?;
+                    let point = as_of_point(point, &format!("as_of of table `{name}`"))
+                        .map_err(D::Error::custom)?;
+                    points.insert(name, point);
+                }
+                Ok(AsOfRequest::PerTable(points))
+            }
+            point => as_of_point(point, "as_of")
+                .map(AsOfRequest::All)
+                .map_err(D::Error::custom),
+        }
+    }
 }
 
 impl AsOfRequest {
@@ -818,6 +871,31 @@ mod tests {
         };
         assert_eq!(request.features.unwrap().len(), 2);
         assert_eq!(request.as_of, Some(AsOfRequest::All(AsOf::Version(4))));
+        // A wrong as_of says what a point looks like (it said "data did not match any
+        // variant of untagged enum AsOfRequest").
+        for (as_of, says) in [
+            (
+                r#""not a time""#,
+                "as_of `not a time` is not an RFC 3339 time",
+            ),
+            (
+                "-3",
+                "as_of is -3; give a Delta version (a whole number) or an RFC 3339 time",
+            ),
+            ("true", "as_of is a boolean; give a Delta version"),
+            (
+                r#"{"t1": "yesterday"}"#,
+                "as_of of table `t1` `yesterday` is not an RFC 3339 time",
+            ),
+            (r#"{"t1": [1]}"#, "as_of of table `t1` is a list"),
+        ] {
+            let text = format!(
+                r#"{{"training_set": {{"workspace": "prod", "features": ["t"], "spine": {{"name": "s"}}, "as_of": {as_of}}}}}"#
+            );
+            let err = Command::decode(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(says), "{as_of}: {err}");
+            assert!(!err.contains("untagged"), "{err}");
+        }
         let err = Command::decode(
             br#"{"training_set": {"workspace": "prod", "spine": {"name": "../x"}}}"#,
         )
