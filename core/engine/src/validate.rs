@@ -36,6 +36,8 @@ pub enum ValidationError {
     },
     #[error("unknown column{} {} not in feature table `{table}`; remove {} or ask to drop extra columns (CLI: --drop-extra-columns)", plural(.extra.len()), quoted(.extra), if .extra.len() == 1 { "it" } else { "them" })]
     ExtraColumns { table: String, extra: Vec<String> },
+    #[error("column{} {} {} ftab's own (it adds {}); remove {} from the data", plural(.reserved.len()), quoted(.reserved), if .reserved.len() == 1 { "is" } else { "are" }, RESERVED_COLUMNS.join(", "), if .reserved.len() == 1 { "it" } else { "them" })]
+    ReservedColumns { reserved: Vec<String> },
     #[error(
         "column `{column}` has type {found}, expected {expected}; only lossless conversions are accepted (docs/ingest.md)"
     )]
@@ -167,10 +169,14 @@ impl IngestValidator {
             .filter(|n| RESERVED_COLUMNS.contains(&n.as_str()))
             .cloned()
             .collect();
-        if !extra.is_empty() && (!drop_extra_columns || !reserved.is_empty()) {
+        if !reserved.is_empty() {
+            // Dropping them would hide a mistake (data exported from ftab and sent back).
+            return Err(ValidationError::ReservedColumns { reserved });
+        }
+        if !extra.is_empty() && !drop_extra_columns {
             return Err(ValidationError::ExtraColumns {
                 table: table.name.to_string(),
-                extra: if reserved.is_empty() { extra } else { reserved },
+                extra,
             });
         }
 
@@ -616,7 +622,15 @@ schema = [
                     .chain([("_seq", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
                     .collect(),
                 true,
-                "unknown column `_seq`",
+                "column `_seq` is ftab's own (it adds _seq, _row, _ingested_at, _date); remove it from the data",
+            ),
+            (
+                good()
+                    .into_iter()
+                    .chain([("_seq", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
+                    .collect(),
+                false,
+                "column `_seq` is ftab's own",
             ),
             (
                 good()
