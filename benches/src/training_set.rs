@@ -27,7 +27,7 @@ use ftab_model::protocol::{JobState, SpineSource, TrainingSetRequest};
 use crate::data::{self, DAY, ENTITY, Rng, Row, batch, table_definition};
 use crate::{Running, header, memory_text, reset_peak_memory, row};
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainingSetArgs {
     /// Rows of each of the two feature tables.
     #[arg(long, default_value_t = 10_000_000)]
@@ -192,7 +192,7 @@ type SpineRow = (u64, Option<i64>, i64);
 /// The spine rows of the batch starting at row `first`: 1% of users (and a tenth of
 /// merchants) no table has, times from `spine_days_before` days before the first feature
 /// time to `spine_days_after` after the last, a share repeating the row before.
-fn spine_batch(args: &SpineArgs, shape: Shape, first: u64) -> Vec<SpineRow> {
+fn spine_batch(args: &TrainingSetArgs, shape: Shape, first: u64) -> Vec<SpineRow> {
     let last = (first + BATCH_ROWS).min(args.spine_rows);
     let mut rng = Rng(0xC0FFEE ^ first);
     let from = shape.start - args.spine_days_before * DAY;
@@ -277,7 +277,7 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
 
     eprintln!("uploading a spine of {} rows ...", args.spine_rows);
     reset_peak_memory();
-    let spine_args = SpineArgs::of(&args);
+    let spine_args = args.clone();
     let spine = (0..args.spine_rows)
         .step_by(BATCH_ROWS as usize)
         .map(move |first| {
@@ -425,26 +425,6 @@ fn ttl_text(ttl: Option<u32>) -> String {
     ttl.map_or_else(|| "none".into(), |d| format!("{d}d"))
 }
 
-/// What the spine generator needs, copied into the upload's iterator.
-#[derive(Debug, Clone, Copy)]
-struct SpineArgs {
-    spine_rows: u64,
-    spine_days_before: i64,
-    spine_days_after: i64,
-    spine_duplicates: f64,
-}
-
-impl SpineArgs {
-    fn of(args: &TrainingSetArgs) -> Self {
-        Self {
-            spine_rows: args.spine_rows,
-            spine_days_before: args.spine_days_before,
-            spine_days_after: args.spine_days_after,
-            spine_duplicates: args.spine_duplicates,
-        }
-    }
-}
-
 /// A row as the reference keeps it: (timestamp, seq, row in its ingest, value).
 type Write = (i64, u64, u64, u64);
 
@@ -500,10 +480,9 @@ fn verify(args: &TrainingSetArgs, shape: Shape, batches: &[RecordBatch]) -> anyh
         Reference::build(args, shape, 1, args.ttl_1.0),
         Reference::build(args, shape, 2, args.ttl_2.0),
     ];
-    let spine_args = SpineArgs::of(args);
     let mut spine: Vec<SpineRow> = (0..args.spine_rows)
         .step_by(BATCH_ROWS as usize)
-        .flat_map(|first| spine_batch(&spine_args, shape, first))
+        .flat_map(|first| spine_batch(args, shape, first))
         .collect();
     let mut seen: Vec<SpineRow> = Vec::with_capacity(spine.len());
     let mut wrong: Vec<String> = Vec::new();

@@ -42,23 +42,6 @@ fn logins(rows: &[(&str, i64, i64)]) -> RecordBatch {
     .unwrap()
 }
 
-/// Files (not directories) under `dir`.
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            if e.path().is_dir() {
-                files_under(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 async fn setup(client: &mut arrow_flight::FlightClient, kind: &str) {
     workspace_with_files(client, "prod", kind, example_files())
         .await
@@ -209,7 +192,7 @@ async fn last_write_wins_within_and_across_ingests_offline_and_online() {
 
     let staging = running.dir.path().join("data/store/staging");
     assert_eq!(
-        files_under(&staging),
+        common::files_under(&staging),
         0,
         "staged data is removed once the job succeeds"
     );
@@ -300,7 +283,7 @@ async fn refusals_leave_nothing_behind_and_idempotency_keys_replay() {
     );
     let staging = running.dir.path().join("data/store/staging");
     assert_eq!(
-        files_under(&staging),
+        common::files_under(&staging),
         0,
         "refused ingests leave no staged data"
     );

@@ -629,7 +629,12 @@ async fn realistic(seed: u64, parallelism: usize, other: usize) {
             .dir
             .path()
             .join(format!("data/store/offline/prod/{}", table.name));
-        let (files, bytes) = parquet_files(&dir);
+        let found = common::find_files(&dir, ".parquet");
+        let files = found.len() as u64;
+        let bytes: u64 = found
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .sum();
         assert!(
             files > 100 * parallelism as u64 && (parallelism == 1 || bytes > 1 << 20),
             "{}: {files} files, {bytes} bytes: too small to test at the shapes users have",
@@ -666,24 +671,6 @@ async fn realistic(seed: u64, parallelism: usize, other: usize) {
             );
         }
     }
-}
-
-/// Parquet files under `dir` at any depth, and their bytes.
-fn parquet_files(dir: &std::path::Path) -> (u64, u64) {
-    let mut found = (0, 0);
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            let (files, bytes) = parquet_files(&path);
-            found = (found.0 + files, found.1 + bytes);
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            found = (
-                found.0 + 1,
-                found.1 + entry.metadata().map_or(0, |m| m.len()),
-            );
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -517,20 +517,6 @@ fn reference(
         .collect()
 }
 
-/// Files under `dir`, at any depth (0 when it does not exist).
-fn walk_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => walk_files(&entry.path()),
-            Ok(_) => 1,
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 async fn randomized(seed: u64, ttl_seconds: Option<i64>, join: JoinChoice) {
     randomized_sized(seed, ttl_seconds, 40, 150, None, join).await;
 }
@@ -689,7 +675,7 @@ schema = [
         let spilled = spilled.clone();
         async move {
             loop {
-                let files = walk_files(&spill_dir);
+                let files = common::files_under(&spill_dir);
                 spilled.fetch_max(files, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

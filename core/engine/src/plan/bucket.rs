@@ -145,18 +145,12 @@ pub struct BucketMergeExec {
 }
 
 fn scan_config(input: &Arc<dyn ExecutionPlan>) -> Result<&FileScanConfig> {
-    input
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|exec| {
-            let source: &dyn std::any::Any = exec.data_source().as_ref();
-            source.downcast_ref::<FileScanConfig>()
-        })
-        .ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "BucketMergeExec reads a file scan, not {}",
-                input.name()
-            ))
-        })
+    super::file_scan(input).ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "BucketMergeExec reads a file scan, not {}",
+            input.name()
+        ))
+    })
 }
 
 impl BucketMergeExec {
@@ -590,14 +584,7 @@ mod tests {
                 expected[bucket as usize].extend(mine);
             }
         }
-        let scan = || async {
-            ctx.read_parquet(files.clone(), ParquetReadOptions::default())
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap()
-        };
+        let scan = || scan_of(&planner, &files);
         // Merged, each bucket comes out sorted; unmerged, it comes out whole, in any order.
         for merge in [true, false] {
             let plan = BucketMergeExec::over_scan(
@@ -676,14 +663,7 @@ mod tests {
         // Buckets of very different sizes, so equal byte ranges cross bucket lines.
         let (files, buckets) = write_buckets(dir.path(), &[(0, 5, 2_000), (1, 1, 50)]);
         for merge in [true, false] {
-            let scan = planner
-                .ctx()
-                .read_parquet(files.clone(), ParquetReadOptions::default())
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let scan = scan_of(&planner, &files).await;
             let plan = BucketMergeExec::over_scan(
                 scan,
                 &files,
@@ -726,14 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let planner = Planner::new(session_config(2, 1 << 30), Arc::new(RuntimeEnv::default()));
         let (files, buckets) = write_buckets(dir.path(), &[(0, 2, 100), (1, 2, 100)]);
-        let scan = planner
-            .ctx()
-            .read_parquet(files.clone(), ParquetReadOptions::default())
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let scan = scan_of(&planner, &files).await;
         let plan = BucketMergeExec::over_scan(
             scan,
             &files,
@@ -843,6 +816,18 @@ mod tests {
             }
         }
         (files, buckets)
+    }
+
+    /// DataFusion's plan of a Parquet scan of `files`.
+    async fn scan_of(planner: &Planner, files: &[String]) -> Arc<dyn ExecutionPlan> {
+        planner
+            .ctx()
+            .read_parquet(files.to_vec(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
     }
 
     /// The bucket merge node in a plan.

@@ -106,6 +106,17 @@ pub(crate) fn object_path(url: &str) -> Result<(url::Url, object_store::path::Pa
     Ok((parsed, path))
 }
 
+/// The file scan `plan` is, if it is one (a `DataSourceExec` over files).
+pub(crate) fn file_scan(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<&datafusion::datasource::physical_plan::FileScanConfig> {
+    plan.downcast_ref::<datafusion::datasource::source::DataSourceExec>()
+        .and_then(|exec| {
+            let source: &dyn std::any::Any = exec.data_source().as_ref();
+            source.downcast_ref()
+        })
+}
+
 /// The one child of a unary node, or an error naming the node.
 pub(crate) fn only_child(
     children: &mut Vec<Arc<dyn ExecutionPlan>>,

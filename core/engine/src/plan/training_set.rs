@@ -220,13 +220,7 @@ pub struct MissingFiles {
 
 /// The object store paths every file scan of `plan` reads.
 fn planned_paths(plan: &Arc<dyn ExecutionPlan>, paths: &mut std::collections::HashSet<String>) {
-    if let Some(config) = plan
-        .downcast_ref::<datafusion::datasource::source::DataSourceExec>()
-        .and_then(|exec| {
-            let source: &dyn std::any::Any = exec.data_source().as_ref();
-            source.downcast_ref::<datafusion::datasource::physical_plan::FileScanConfig>()
-        })
-    {
+    if let Some(config) = super::file_scan(plan) {
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
             paths.insert(file.object_meta.location.to_string());
         }
