@@ -62,7 +62,7 @@ run() {
 # The listing is read whole before it is searched: `grep -q` stops reading at the first
 # match, and ftab writing into the closed pipe would fail the pipeline.
 workspaces=$("$ftab_bin" --output json workspace list)
-if grep -q "\"name\": \"$workspace\"" <<<"$workspaces"; then
+if grep -Eq "\"name\": ?\"$workspace\"" <<<"$workspaces"; then
   echo
   echo "(workspace $workspace exists from an earlier run)"
 else

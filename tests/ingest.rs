@@ -326,7 +326,8 @@ fn a_file_that_fails_half_way_stores_nothing_and_keeps_its_key_free() {
     };
     let err = ingest(&broken).fails_with(1).to_string();
     assert!(err.contains("logins.csv") && err.contains("'abc'"), "{err}");
-    assert!(err.contains("nothing was ingested"), "{err}");
+    assert!(err.contains("at line 70001 of the file"), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
     let jobs = scheduler
         .ftab(&["--output", "json", "jobs", "list", "-w", "prod"])
         .json();

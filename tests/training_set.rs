@@ -230,7 +230,7 @@ fn training_sets_from_the_cli() {
         .fails_with(1)
         .to_string();
     assert!(
-        err.contains("spine file /no/such/spine.csv does not exist"),
+        err.contains("/no/such/spine.csv: the spine file does not exist"),
         "{err}"
     );
 }

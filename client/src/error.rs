@@ -23,6 +23,13 @@ pub enum CliError {
         state: &'static str,
         message: String,
     },
+    /// A local file (a spine to upload, the output to write) is missing or cannot be
+    /// written; `message` says which it is and what happened.
+    #[error("{}: {message}", .path.display())]
+    LocalFile {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -62,6 +69,7 @@ impl CliError {
             CliError::Read(_) => "invalid_repository".into(),
             CliError::NotConfirmed(_) => "not_confirmed".into(),
             CliError::Io { .. } => "io".into(),
+            CliError::LocalFile { .. } => "local_file".into(),
         }
     }
 }

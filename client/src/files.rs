@@ -107,7 +107,7 @@ pub fn open(path: &Path, table: &Schema) -> Result<Batches, FileError> {
                 .with_batch_size(BATCH_ROWS)
                 .build(reader)
                 .map_err(|e| read_error(path, e))?;
-            Ok(Box::new(csv))
+            Ok(Box::new(csv.map(|batch| batch.map_err(with_file_line))))
         }
         DataFormat::JsonLines => {
             let mut reader = BufReader::new(file);
@@ -147,6 +147,34 @@ pub fn open(path: &Path, table: &Schema) -> Result<Batches, FileError> {
                 Ok(Box::new(ipc))
             }
         }
+    }
+}
+
+/// Arrow's CSV reader counts data lines ("at line 2" is the second row); the header makes
+/// that line 3 of the file, which is what a person looks for in an editor.
+fn with_file_line(error: ArrowError) -> ArrowError {
+    let renumber = |message: String| {
+        let Some(at) = message.find("at line ") else {
+            return message;
+        };
+        let start = at + "at line ".len();
+        let digits = message[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(message.len(), |end| start + end);
+        match message[start..digits].parse::<u64>() {
+            Ok(line) => format!(
+                "{}at line {} of the file{}",
+                &message[..at],
+                line + 1,
+                &message[digits..]
+            ),
+            Err(_) => message,
+        }
+    };
+    match error {
+        ArrowError::ParseError(message) => ArrowError::ParseError(renumber(message)),
+        ArrowError::CsvError(message) => ArrowError::CsvError(renumber(message)),
+        other => other,
     }
 }
 
@@ -282,5 +310,24 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("cannot read /nonexistent/data.csv"), "{err}");
+    }
+
+    #[test]
+    fn csv_parse_errors_give_the_line_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("data.csv");
+        // Line 1 is the header; the bad count is on line 4.
+        std::fs::write(
+            &csv,
+            "user_id,timestamp,count\nu1,2024-05-01T12:00:00Z,1\nu2,2024-05-01T12:00:00Z,2\nu3,2024-05-01T12:00:00Z,abc\n",
+        )
+        .unwrap();
+        let err = open(&csv, &table())
+            .unwrap()
+            .find_map(Result::err)
+            .expect("the bad value fails")
+            .to_string();
+        assert!(err.contains("'abc'"), "{err}");
+        assert!(err.contains("at line 4 of the file"), "{err}");
     }
 }

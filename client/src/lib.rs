@@ -8,7 +8,6 @@ pub mod cli;
 pub mod error;
 pub mod files;
 pub mod output;
-pub mod training_set;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +17,7 @@ use arrow_flight::FlightDescriptor;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 
 use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightInfo};
 use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
@@ -29,8 +29,9 @@ use ftab_model::protocol::{
     Action, ApplyRequest, ApplyResponse, Command, CreateWorkspaceRequest, DescribeTableRequest,
     GetOnlineRequest, GetOnlineResponse, IngestCommand, IngestResult, JobInfo, JobRequest,
     ListJobsRequest, ListJobsResponse, ListTablesCriteria, ListWorkspacesRequest,
-    ListWorkspacesResponse, PlanRequest, PlanResponse, SpineCommand, SpineInfo, TableDescription,
-    TableListing, TrainingSetInfo, TrainingSetRequest, UploadControl, WorkspaceInfo, WorkspaceKind,
+    ListWorkspacesResponse, MAX_MESSAGE_BYTES, PlanRequest, PlanResponse, SpineCommand, SpineInfo,
+    TableDescription, TableListing, TrainingSetInfo, TrainingSetRequest, UploadControl,
+    WorkspaceInfo, WorkspaceKind,
 };
 use ftab_model::repository::RepositoryFile;
 
@@ -58,7 +59,7 @@ pub enum ClientError {
     Protocol(String),
 
     /// Reading the data to upload failed; the scheduler stored nothing.
-    #[error("{0}; nothing was ingested")]
+    #[error("{0}")]
     Data(String),
 }
 
@@ -121,7 +122,11 @@ impl FtabClient {
                 reason,
             }
         })?;
-        let flight = FlightClient::new(channel);
+        // The server's limits, both ways: a value the scheduler stores can be read back.
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let flight = FlightClient::new_from_inner(inner);
         Ok(Self { url, flight })
     }
 
@@ -267,7 +272,7 @@ impl FtabClient {
     ) -> Result<T> {
         let name = command.name();
         let descriptor = FlightDescriptor::new_cmd(command.encode());
-        let (sender, receiver) = tokio::sync::mpsc::channel::<
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<
             std::result::Result<arrow::array::RecordBatch, arrow::error::ArrowError>,
         >(4);
         let reader = tokio::task::spawn_blocking(move || {
@@ -281,9 +286,24 @@ impl FtabClient {
                 }
             }
         });
-        // The first read error, kept here; the data stream ends at it.
+        // The first batch is read before anything is sent: a file that cannot be read at
+        // all, or has no rows, is a local error the scheduler never sees.
+        let first = match receiver.recv().await {
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) => {
+                return Err(ClientError::Data(format!(
+                    "cannot read the data: {e}; nothing was stored"
+                )));
+            }
+            None => {
+                return Err(ClientError::Data(
+                    "the data has no rows; nothing was stored".into(),
+                ));
+            }
+        };
+        // The first read error after it, kept here; the data stream ends at it.
         let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let batches = futures::stream::unfold(
+        let rest = futures::stream::unfold(
             (receiver, failure.clone()),
             |(mut receiver, failure)| async move {
                 match receiver.recv().await {
@@ -298,6 +318,7 @@ impl FtabClient {
                 }
             },
         );
+        let batches = futures::stream::once(async move { Ok(first) }).chain(rest);
         let abort = {
             let failure = failure.clone();
             let descriptor = descriptor.clone();
@@ -331,7 +352,9 @@ impl FtabClient {
         if let Some(local) = local {
             // The local cause is the one to show; the scheduler stored nothing.
             return Err(match answer {
-                Err(_) => ClientError::Data(format!("cannot read the data: {local}")),
+                Err(_) => {
+                    ClientError::Data(format!("cannot read the data: {local}; nothing was stored"))
+                }
                 Ok(_) => ClientError::Protocol(format!(
                     "reading the data failed ({local}), but the scheduler accepted the upload it had received; check the ingests of the table"
                 )),

@@ -1,9 +1,6 @@
 //! `ftab`: the ftab command line.
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    let cli = ftab_client::cli::Cli::parse();
-    ftab_client::cli::main(cli).await
+    ftab_client::cli::main_from(std::env::args_os()).await
 }

@@ -1,5 +1,5 @@
-//! Text rendering of the scheduler's answers for people. (`--output json` prints the
-//! answers as they come instead.)
+//! Printing answers: text rendered for people, or with `--output json` one compact JSON
+//! document per line (JSON lines) for scripts.
 
 use std::fmt::Write;
 
@@ -9,7 +9,6 @@ use ftab_model::protocol::{
     TableDescription, TableListing,
 };
 
-/// 1234567 -> "1,234,567".
 /// How the CLI prints answers: text for people, JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -32,6 +31,18 @@ pub fn stdout(text: &str) {
     }
 }
 
+/// Print `value` as one line of JSON, or as the text `render` makes of it.
+pub fn print<T: serde::Serialize>(format: OutputFormat, value: &T, render: impl Fn(&T) -> String) {
+    match format {
+        OutputFormat::Text => stdout(&render(value)),
+        OutputFormat::Json => stdout(&format!(
+            "{}\n",
+            serde_json::to_string(value).expect("answers serialize to JSON")
+        )),
+    }
+}
+
+/// 1234567 -> "1,234,567".
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);

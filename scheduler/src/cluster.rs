@@ -348,7 +348,7 @@ impl BallistaJob {
                     return Ok(locations);
                 }
                 Some(job_status::Status::Failed(failed)) => {
-                    return Err(Error::JobFailed(clean_error(&failed.error)));
+                    return Err(job_failure(&failed.error));
                 }
                 Some(_) => {
                     if let Some(progress) = self.progress().await
@@ -456,6 +456,23 @@ impl BallistaJob {
     }
 }
 
+/// Why a Ballista job failed, classed: running out of memory is `ResourcesExhausted` and
+/// says which setting to change (it is not a bug, so not `INTERNAL`); the rest is
+/// `JobFailed`.
+pub fn job_failure(raw: &str) -> Error {
+    let message = clean_error(raw);
+    if raw.contains("ResourcesExhausted") || raw.contains("Resources exhausted") {
+        let hint = if message.contains("memory_limit") {
+            ""
+        } else {
+            "; the job ran out of memory: raise the scheduler's memory_limit (--memory-limit, FTAB_MEMORY_LIMIT) or lower its parallelism"
+        };
+        Error::ResourcesExhausted(format!("{message}{hint}"))
+    } else {
+        Error::JobFailed(message)
+    }
+}
+
 /// Ballista and DataFusion wrap task errors in layers of debug formatting
 /// (`DataFusionError(Context("...", ResourcesExhausted("...")))`); keep the first message a
 /// person can act on.
@@ -501,5 +518,32 @@ mod tests {
             "Not enough memory to continue external sort. Consider increasing \"memory\"."
         );
         assert_eq!(clean_error("plain message"), "plain message");
+    }
+
+    #[test]
+    fn running_out_of_memory_is_resources_exhausted_and_names_the_setting() {
+        let sort = r#"DataFusionError(Context("Not enough memory to continue external sort. Consider increasing \"memory\".", ResourcesExhausted("Additional allocation failed")))"#;
+        let Error::ResourcesExhausted(message) = job_failure(sort) else {
+            panic!("not classed as out of memory");
+        };
+        assert!(
+            message.contains("memory_limit (--memory-limit, FTAB_MEMORY_LIMIT)"),
+            "{message}"
+        );
+        let status: tonic::Status = job_failure(sort).into();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+
+        // A message that names the setting already is kept as it is.
+        let join = r#"ExecutionError(DataFusionError(ResourcesExhausted("as-of join with `t`: raise the scheduler's memory_limit")))"#;
+        let Error::ResourcesExhausted(message) = job_failure(join) else {
+            panic!("not classed as out of memory");
+        };
+        assert_eq!(
+            message,
+            "as-of join with `t`: raise the scheduler's memory_limit"
+        );
+
+        let other = "ExecutionError(DataFusionError(Execution(\"bad\")))";
+        assert!(matches!(job_failure(other), Error::JobFailed(m) if m == "bad"));
     }
 }

@@ -61,6 +61,10 @@ pub enum Error {
     #[error("{0}")]
     JobFailed(String),
 
+    /// A job ran out of memory; the message names the setting to change.
+    #[error("{0}")]
+    ResourcesExhausted(String),
+
     #[error("catalog: {0}")]
     Catalog(#[from] rusqlite::Error),
 
@@ -97,6 +101,7 @@ impl From<Error> for tonic::Status {
             Error::Unsupported(_) => Code::Unimplemented,
             Error::DataLoss(_) => Code::DataLoss,
             Error::Cancelled(_) => Code::Cancelled,
+            Error::ResourcesExhausted(_) => Code::ResourceExhausted,
             Error::Catalog(_)
             | Error::CatalogData(_)
             | Error::Internal(_)

@@ -33,8 +33,7 @@ use crate::workspaces::Workspaces;
 
 type FlightStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Largest message accepted (a feature repository is sent whole in one action).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub use protocol::MAX_MESSAGE_BYTES;
 
 #[derive(Clone)]
 pub struct FlightHandler {
@@ -94,6 +93,13 @@ fn unsupported<T>(call: &str) -> Result<T, Status> {
 }
 
 fn decode_command(descriptor: &FlightDescriptor) -> Result<Command, Error> {
+    if descriptor.r#type() == arrow_flight::flight_descriptor::DescriptorType::Path {
+        let path = descriptor.path.join("/");
+        let shown: String = path.chars().take(80).collect();
+        return Err(Error::InvalidArgument(format!(
+            "a path descriptor (`{shown}`) names nothing to get or put here: ftab takes command descriptors (FlightDescriptor.for_command in pyarrow), JSON with one key, `ingest`, `spine` or `training_set`, such as {{\"ingest\": {{\"workspace\": \"prod\", \"table\": \"t\"}}}}; the path descriptors of ListFlights name tables for listing only"
+        )));
+    }
     Command::decode(&descriptor.cmd).map_err(|e| Error::from(ftab_model::Error::from(e)))
 }
 
@@ -428,5 +434,29 @@ impl FlightService for FlightHandler {
         Ok(Response::new(
             stream::iter(actions.collect::<Vec<_>>()).boxed(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_descriptor_is_told_what_ftab_takes() {
+        let status: Status = decode_command(&FlightDescriptor::new_path(vec![
+            "prod".into(),
+            "user_login_counts".into(),
+        ]))
+        .unwrap_err()
+        .into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .contains("a path descriptor (`prod/user_login_counts`)")
+                && status.message().contains("FlightDescriptor.for_command"),
+            "{status}"
+        );
+        assert!(!status.message().contains("EOF"), "{status}");
     }
 }

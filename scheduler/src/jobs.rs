@@ -32,10 +32,10 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use ftab_engine::offline;
+use ftab_engine::offline::columns::{ROW_COLUMN, offline_table_schema};
 use ftab_engine::online::OnlineTable;
 use ftab_engine::plan::ingest::{
-    IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, ROW_COLUMN, collect_adds,
-    offline_table_schema, sum_column,
+    IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, collect_adds, sum_column,
 };
 use ftab_engine::storage::{ObjectStorage, StorageLayout};
 use ftab_model::definitions::FeatureTable;

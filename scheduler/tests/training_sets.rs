@@ -823,3 +823,93 @@ async fn results_expire_after_their_retention() {
     );
     running.stop().await;
 }
+
+/// A job that runs out of memory is the caller's to fix with a setting, not a bug: the
+/// training set answers RESOURCE_EXHAUSTED naming `memory_limit`, not INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_out_of_memory_is_resource_exhausted_naming_the_setting() {
+    let mut running = common::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.parallelism = 2;
+        config.memory_limit = 8 << 20;
+        // The spine-index join holds its spine partition in memory and cannot spill.
+        config.training_set_join = JoinChoice::SpineIndex;
+    })
+    .await;
+    let client = &mut running.client;
+    let repo = r#"
+[[entity]]
+name = "user"
+join_keys = ["user_id"]
+
+[[feature_table]]
+name = "events"
+entities = ["user"]
+timestamp_field = "ts"
+online = false
+schema = [
+  { name = "user_id", type = "string" },
+  { name = "ts", type = "timestamp" },
+  { name = "value", type = "int64" },
+]
+"#;
+    workspace_with_files(
+        client,
+        "prod",
+        "live",
+        json!([{"path": "r.toml", "content": repo}]),
+    )
+    .await
+    .unwrap();
+    let base = 1_700_000_000_000_000i64;
+    let features = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(["u1", "u2"])) as ArrayRef,
+        ),
+        (
+            "ts",
+            Arc::new(TimestampMicrosecondArray::from(vec![base, base]).with_timezone("UTC")),
+        ),
+        ("value", Arc::new(Int64Array::from(vec![1, 2]))),
+    ])
+    .unwrap();
+    let answer = put(
+        client,
+        json!({"ingest": {"workspace": "prod", "table": "events"}}),
+        vec![features],
+    )
+    .await
+    .unwrap();
+    let job = wait_job(client, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    // 300,000 spine rows with long keys: far more than a partition's 4 MiB share.
+    let rows = 300_000usize;
+    let spine = RecordBatch::try_from_iter([
+        (
+            "user_id",
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|i| format!("user_with_a_long_identifier_{i:08}")),
+            )) as ArrayRef,
+        ),
+        (
+            "t",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..rows).map(|i| base + i as i64))
+                    .with_timezone("UTC"),
+            ),
+        ),
+    ])
+    .unwrap();
+    put(client, json!({"spine": {"name": "big"}}), vec![spine])
+        .await
+        .unwrap();
+    let status = training_set(
+        client,
+        json!({"training_set": {"workspace": "prod", "features": ["events.value"], "spine": {"name": "big"}}}),
+    )
+    .await
+    .expect_err("the join does not fit in 8 MiB");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("memory_limit"), "{status}");
+}

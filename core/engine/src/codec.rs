@@ -19,9 +19,9 @@ use datafusion_proto::physical_plan::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::plan::as_of_join::{AsOfJoinExec, AsOfJoinSpec};
 use crate::plan::bucket::{BucketMergeExec, BucketMergeSpec};
 use crate::plan::ingest::{IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec};
-use crate::plan::pit_join::{AsOfJoinExec, AsOfJoinSpec};
 
 /// Marks ftab's encoding, so foreign bytes are never mistaken for an ftab node.
 const MAGIC: &[u8] = b"ftab1:";
@@ -161,7 +161,7 @@ mod tests {
                     feature_seq: "_seq".into(),
                     ttl_micros: Some(5),
                     outputs: vec![("v".into(), "t__v".into())],
-                    strategy: crate::plan::pit_join::JoinStrategy::SpineIndex,
+                    strategy: crate::plan::as_of_join::JoinStrategy::SpineIndex,
                 },
             )
             .unwrap(),

@@ -5,7 +5,7 @@
 //! - [`storage`]: where data lives in the object store;
 //! - [`online`]: the online store (trait, embedded backend);
 //! - [`offline`]: the offline Delta tables: commits, snapshots, pruning;
-//! - [`plan`]: the physical plans of ftab's jobs (ingest, point-in-time join, training
+//! - [`plan`]: the physical plans of ftab's jobs (ingest, as-of join, training
 //!   sets) and [`codec`], which ships ftab's plan nodes to Ballista executors.
 //!
 //! The engine knows nothing of Flight, HTTP or SQLite; the scheduler and the executor
@@ -29,9 +29,22 @@ pub(crate) use ftab_model::{definitions, ids, names, protocol};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid storage location `{location}`: {reason}")]
-    StorageLocation { location: String, reason: String },
+    StorageLocation {
+        location: String,
+        reason: String,
+        /// The object store's error, when it gave one.
+        #[source]
+        source: Option<object_store::Error>,
+    },
+    /// The offline Delta table cannot be read or written. `message` is the cause's first
+    /// line (delta-rs errors may carry a backtrace after it); `source` the cause itself.
     #[error("offline table {location}: {message}")]
-    Offline { location: String, message: String },
+    Offline {
+        location: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A request that cannot be answered as asked (e.g. a version that does not exist).
     #[error("{0}")]
     InvalidRequest(String),

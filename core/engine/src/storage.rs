@@ -39,6 +39,7 @@ impl StorageLayout {
         let invalid = |reason: String| Error::StorageLocation {
             location: location.to_string(),
             reason,
+            source: None,
         };
         let mut root = match Url::parse(location) {
             Ok(url) if url.scheme().len() > 1 => {
@@ -94,6 +95,7 @@ impl StorageLayout {
                 Error::StorageLocation {
                     location: self.root.to_string(),
                     reason: e.to_string(),
+                    source: Some(e),
                 }
             })?;
         let mut base = self.root.clone();

@@ -96,8 +96,7 @@ pub fn check_unique_columns(schema: &Schema) -> Result<(), ValidationError> {
     }
 }
 
-/// Columns ftab adds; incoming data may not carry them.
-pub const RESERVED_COLUMNS: &[&str] = &["_seq", "_row", "_ingested_at", "_date"];
+pub use crate::offline::columns::RESERVED_COLUMNS;
 
 /// How one incoming column becomes one table column.
 #[derive(Debug, Clone)]
@@ -622,7 +621,7 @@ schema = [
                     .chain([("_seq", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
                     .collect(),
                 true,
-                "column `_seq` is ftab's own (it adds _seq, _row, _ingested_at, _date); remove it from the data",
+                "column `_seq` is ftab's own (it adds _seq, _row, _ingested_at, _date, _bucket); remove it from the data",
             ),
             (
                 good()

@@ -150,7 +150,7 @@ impl<'de> Deserialize<'de> for ValueType {
 }
 
 /// A table's time to live: rows older than now minus the ttl are not served online, and
-/// point-in-time joins ignore rows older than the spine time minus the ttl.
+/// as-of joins ignore rows older than the spine time minus the ttl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ttl {
     seconds: u64,

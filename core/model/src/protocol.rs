@@ -64,6 +64,12 @@ pub enum Action {
 }
 
 /// The action types this protocol version knows, for messages and `ListActions`.
+/// The largest gRPC message either side of ftab's Flight service accepts: a feature
+/// repository is sent whole in one action, and a row travels in one message, so this is
+/// also the largest row an ingest, an online read or a training set can carry. The server
+/// and ftab's clients use the same limit (docs/protocol.md).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 pub const ACTION_TYPES: &[(&str, &str)] = &[
     (
         "plan",
@@ -461,7 +467,7 @@ pub struct TrainingSetTable {
     /// older tables, a parallelism other than the table's bucket count, or too many files
     /// per bucket for the memory limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_by: Option<FeaturePath>,
+    pub read_by: Option<ReadBy>,
     /// How the table is joined: `spine_index` (the spine held in memory by key) or
     /// `sort_merge` (both sides sorted; for spines too large for memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -731,10 +737,10 @@ pub enum JoinStrategy {
     SpineIndex,
 }
 
-/// How a table's feature rows reach its join.
+/// How a table's feature rows reach its join: `read_by` in a training set's FlightInfo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FeaturePath {
+pub enum ReadBy {
     /// Each bucket's sorted files merged in place: no shuffle, no sort.
     BucketMerge,
     /// Each bucket's files read one after another, unmerged (for the spine-index join).

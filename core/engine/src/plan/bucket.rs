@@ -31,9 +31,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
 };
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, EmissionType, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::repartition::{REPARTITION_RANDOM_STATE, RepartitionExec};
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -44,10 +42,7 @@ use datafusion::physical_plan::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ASCENDING, recompute};
-
-/// The partition column holding a row's bucket (int32).
-pub const BUCKET_COLUMN: &str = "_bucket";
+use super::node::{ASCENDING, file_scan, rebuilt_from_children, recompute};
 
 /// The type a join key is hashed in for its bucket, or `None` for types ftab does not
 /// bucket by. Int32 hashes as int64, so widening an int32 key keeps every row's bucket.
@@ -145,7 +140,7 @@ pub struct BucketMergeExec {
 }
 
 fn scan_config(input: &Arc<dyn ExecutionPlan>) -> Result<&FileScanConfig> {
-    super::file_scan(input).ok_or_else(|| {
+    file_scan(input).ok_or_else(|| {
         DataFusionError::Internal(format!(
             "BucketMergeExec reads a file scan, not {}",
             input.name()
@@ -175,7 +170,7 @@ impl BucketMergeExec {
             let index = schema.index_of(name).map_err(|_| {
                 DataFusionError::Plan(format!("the bucketed scan has no column `{name}`"))
             })?;
-            Ok(super::column(&schema, index))
+            Ok(super::node::column(&schema, index))
         };
         let keys = spec
             .keys
@@ -391,21 +386,7 @@ impl ExecutionPlan for BucketMergeExec {
         apply_expression_roots(self.ordering.iter().map(|e| &e.expr), f)
     }
 
-    fn replace_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let input = super::only_child(&mut children, "BucketMergeExec")?;
-        Ok(Arc::new(Self::try_new(input, self.spec.clone())?))
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(children, recompute())
-    }
+    rebuilt_from_children!("BucketMergeExec", [input]);
 
     fn execute(
         &self,
@@ -493,7 +474,7 @@ mod tests {
                 let schema = input.schema();
                 let exprs = by
                     .iter()
-                    .map(|c| super::super::column(&schema, schema.index_of(c).unwrap()))
+                    .map(|c| super::super::node::column(&schema, schema.index_of(c).unwrap()))
                     .collect();
                 let source =
                     MemorySourceConfig::try_new_exec(&[vec![input.clone()]], schema.clone(), None)

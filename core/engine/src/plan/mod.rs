@@ -2,7 +2,7 @@
 //! Ballista executors.
 //!
 //! - [`ingest`]: dedupe an ingest, write it to the offline table, load the online store;
-//! - [`pit_join`]: the point-in-time (as-of) join;
+//! - [`as_of_join`]: the as-of join of a spine with a feature table;
 //! - [`training_set`]: a training set as a chain of as-of joins over a spine.
 //!
 //! Plans are built with a local [`Planner`] (no Ballista in it): DataFusion plans the
@@ -10,10 +10,10 @@
 //! shuffles and sorts the nodes require. The scheduler submits the result to Ballista,
 //! which cuts it into stages at the shuffles.
 
+pub mod as_of_join;
 pub mod bucket;
 pub mod ingest;
-pub mod pit_join;
-mod spine_index;
+pub(crate) mod node;
 pub mod training_set;
 
 use std::sync::Arc;
@@ -77,24 +77,6 @@ pub const MIN_MEMORY_PER_PARTITION: u64 = 4 << 20;
 /// decoded batch with its sort keys, with room to spare.
 pub const MERGE_BYTES_PER_FILE: u64 = 4 << 20;
 
-/// Ascending, nulls first: the order ftab's nodes sort and compare keys in.
-pub(crate) const ASCENDING: datafusion::arrow::compute::SortOptions =
-    datafusion::arrow::compute::SortOptions {
-        descending: false,
-        nulls_first: true,
-    };
-
-/// The column expression of field `index` of `schema`.
-pub(crate) fn column(
-    schema: &datafusion::arrow::datatypes::Schema,
-    index: usize,
-) -> Arc<dyn datafusion::physical_expr::PhysicalExpr> {
-    Arc::new(datafusion::physical_expr::expressions::Column::new(
-        schema.field(index).name(),
-        index,
-    ))
-}
-
 /// A storage URL parsed, and the object store path it names.
 pub(crate) fn object_path(url: &str) -> Result<(url::Url, object_store::path::Path)> {
     let plan_error = |e: &dyn std::fmt::Display| {
@@ -104,36 +86,6 @@ pub(crate) fn object_path(url: &str) -> Result<(url::Url, object_store::path::Pa
     let path =
         object_store::path::Path::from_url_path(parsed.path()).map_err(|e| plan_error(&e))?;
     Ok((parsed, path))
-}
-
-/// The file scan `plan` is, if it is one (a `DataSourceExec` over files).
-pub(crate) fn file_scan(
-    plan: &Arc<dyn ExecutionPlan>,
-) -> Option<&datafusion::datasource::physical_plan::FileScanConfig> {
-    plan.downcast_ref::<datafusion::datasource::source::DataSourceExec>()
-        .and_then(|exec| {
-            let source: &dyn std::any::Any = exec.data_source().as_ref();
-            source.downcast_ref()
-        })
-}
-
-/// The one child of a unary node, or an error naming the node.
-pub(crate) fn only_child(
-    children: &mut Vec<Arc<dyn ExecutionPlan>>,
-    node: &str,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    if children.len() != 1 {
-        return datafusion::common::internal_err!("{node} takes 1 child, got {}", children.len());
-    }
-    Ok(children.remove(0))
-}
-
-/// Replace children and recompute the node's properties from them.
-pub(crate) fn recompute() -> datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
-    datafusion::physical_plan::execution_plan::ReplaceChildrenOptions {
-        children_properties:
-            datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
-    }
 }
 
 /// Which as-of join training sets use (the scheduler's `training_set_join`).

@@ -26,10 +26,10 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::ParquetReadOptions;
 
+use super::as_of_join::{AsOfJoinExec, AsOfJoinSpec, JoinStrategy};
 use super::bucket::BucketMergeExec;
-use super::ingest::SEQ_COLUMN;
-use super::pit_join::{AsOfJoinExec, AsOfJoinSpec, JoinStrategy};
 use super::{JoinChoice, Planner};
+use crate::offline::columns::SEQ_COLUMN;
 
 /// Internal columns start with this; spines may not use it.
 pub const INTERNAL_PREFIX: &str = "__ftab_";
@@ -78,7 +78,7 @@ pub struct FileBuckets {
     pub of_files: Vec<u32>,
 }
 
-pub use crate::protocol::FeaturePath;
+pub use crate::protocol::ReadBy;
 
 /// Bytes the spine-index join is assumed to hold per feature value of a type without a
 /// fixed width (strings, lists).
@@ -92,7 +92,7 @@ const VARIABLE_VALUE_BYTES: u64 = 32;
 /// that. A skewed spine may put every row in one partition, so the whole spine is counted,
 /// and it must fit in half the limit.
 pub fn spine_index_fits(spine: &SpineInput, tables: &[TableInput], memory_limit: u64) -> bool {
-    let mut row_bytes = (super::spine_index::BYTES_PER_SPINE_ROW as u64) * 2;
+    let mut row_bytes = (super::as_of_join::BYTES_PER_SPINE_ROW as u64) * 2;
     for table in tables {
         for (feature, _) in &table.features {
             let width = table
@@ -117,12 +117,12 @@ impl TableInput {
     /// Whether the bucket merge can read this table in a plan of `partitions` partitions
     /// that lets a merge open `max_files` files: the buckets must be the partitions, the
     /// keys hash alike on both sides, and no bucket may hold more files than that.
-    fn path(&self, partitions: usize, max_files: usize, join: JoinStrategy) -> FeaturePath {
+    fn read_by(&self, partitions: usize, max_files: usize, join: JoinStrategy) -> ReadBy {
         let Some(buckets) = &self.buckets else {
-            return FeaturePath::Shuffle;
+            return ReadBy::Shuffle;
         };
         if buckets.count as usize != partitions || buckets.of_files.len() != self.files.len() {
-            return FeaturePath::Shuffle;
+            return ReadBy::Shuffle;
         }
         // The spine is shuffled in the table's key types; the files were bucketed in the
         // canonical ones. They agree when the table's types are canonical.
@@ -135,15 +135,15 @@ impl TableInput {
         for &b in &buckets.of_files {
             match per_bucket.get_mut(b as usize) {
                 Some(n) => *n += 1,
-                None => return FeaturePath::Shuffle,
+                None => return ReadBy::Shuffle,
             }
         }
         if canonical && join == JoinStrategy::SpineIndex {
-            FeaturePath::BucketScan
+            ReadBy::BucketScan
         } else if canonical && per_bucket.iter().all(|&n| n <= max_files) {
-            FeaturePath::BucketMerge
+            ReadBy::BucketMerge
         } else {
-            FeaturePath::Shuffle
+            ReadBy::Shuffle
         }
     }
 }
@@ -220,7 +220,7 @@ pub struct MissingFiles {
 
 /// The object store paths every file scan of `plan` reads.
 fn planned_paths(plan: &Arc<dyn ExecutionPlan>, paths: &mut std::collections::HashSet<String>) {
-    if let Some(config) = super::file_scan(plan) {
+    if let Some(config) = super::node::file_scan(plan) {
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
             paths.insert(file.object_meta.location.to_string());
         }
@@ -260,7 +260,7 @@ fn check_all_read(
 /// A training set's physical plan, and how it reads each table (in request order).
 pub struct TrainingSetPlan {
     pub plan: Arc<dyn ExecutionPlan>,
-    pub paths: Vec<FeaturePath>,
+    pub read_by: Vec<ReadBy>,
     /// How every table is joined.
     pub join: JoinStrategy,
 }
@@ -323,7 +323,7 @@ pub async fn build(
         },
     };
     let mut outputs: Vec<String> = Vec::new();
-    let mut paths = Vec::new();
+    let mut read_by = Vec::new();
     for (j, table) in tables.iter().enumerate() {
         let mut selected: Vec<Expr> = table.keys.iter().map(|(_, k)| column(k)).collect();
         selected.push(column(&table.timestamp));
@@ -338,7 +338,7 @@ pub async fn build(
                 .chain(table.features.iter().map(|(f, _)| f.as_str()))
                 .map(|name| table.schema.field_with_name(name).cloned())
                 .collect::<std::result::Result<_, _>>()?;
-            paths.push(FeaturePath::Shuffle);
+            read_by.push(ReadBy::Shuffle);
             Arc::new(EmptyExec::new(Arc::new(Schema::new(fields)))) as Arc<dyn ExecutionPlan>
         } else {
             let mut df = ctx
@@ -353,9 +353,9 @@ pub async fn build(
             }
             let scan = df.select(selected)?.create_physical_plan().await?;
             check_all_read(Some(table.table.as_str()), &scan, &table.files)?;
-            let path = table.path(planner.partitions(), planner.max_merge_files(), join);
+            let path = table.read_by(planner.partitions(), planner.max_merge_files(), join);
             let merged = match (&table.buckets, path) {
-                (Some(buckets), FeaturePath::BucketMerge | FeaturePath::BucketScan) => {
+                (Some(buckets), ReadBy::BucketMerge | ReadBy::BucketScan) => {
                     let keys: Vec<String> = table.keys.iter().map(|(_, k)| k.clone()).collect();
                     let mut order = keys.clone();
                     order.push(table.timestamp.clone());
@@ -367,18 +367,18 @@ pub async fn build(
                         buckets.count,
                         keys,
                         order,
-                        path == FeaturePath::BucketMerge,
+                        path == ReadBy::BucketMerge,
                     )?
                 }
                 _ => None,
             };
             match merged {
                 Some(merged) => {
-                    paths.push(path);
+                    read_by.push(path);
                     merged
                 }
                 None => {
-                    paths.push(FeaturePath::Shuffle);
+                    read_by.push(ReadBy::Shuffle);
                     scan
                 }
             }
@@ -417,7 +417,7 @@ pub async fn build(
     let plan = Arc::new(ProjectionExec::try_new(keep, plan)?);
     Ok(TrainingSetPlan {
         plan: planner.optimize(plan)?,
-        paths,
+        read_by,
         join,
     })
 }
@@ -533,7 +533,7 @@ mod tests {
                 built.join, want_join,
                 "{join:?}, spine of {spine_bytes} bytes"
             );
-            assert_eq!(built.paths, [FeaturePath::Shuffle]);
+            assert_eq!(built.read_by, [ReadBy::Shuffle]);
             assert!(shown.contains("RepartitionExec"), "{shown}");
             assert_eq!(
                 shown.contains("SortExec"),

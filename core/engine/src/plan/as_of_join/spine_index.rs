@@ -1,4 +1,4 @@
-//! The spine-index strategy of the as-of join ([`super::pit_join::JoinStrategy::SpineIndex`]):
+//! The spine-index strategy of the as-of join ([`super::JoinStrategy::SpineIndex`]):
 //! the partition's spine rows are held in memory, indexed by key, and the feature rows
 //! stream past in any order. Nothing is sorted or merged on the feature side, so a
 //! bucket's files are read one after another as they lie.
@@ -41,7 +41,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::MemoryReservation;
 use futures::StreamExt;
 
-use super::pit_join::{AsOfJoinSpec, Resolved};
+use super::spec::{AsOfJoinSpec, Resolved};
 
 /// `Best::batch` of a slot no feature row has reached.
 const EMPTY: u32 = u32::MAX;

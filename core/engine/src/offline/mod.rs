@@ -7,6 +7,8 @@
 //! Every access goes through ftab's own object store, so the same code serves local
 //! directories, S3, GCS, Azure and in-memory stores.
 
+pub mod columns;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate};
@@ -19,16 +21,29 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use url::Url;
 
 use crate::Error;
-use crate::plan::bucket::BUCKET_COLUMN;
-use crate::plan::ingest::{DATE_COLUMN, offline_partition_columns};
 use crate::protocol::{AsOf, OfflineStats};
 use crate::storage::ObjectStorage;
+use columns::{BUCKET_COLUMN, DATE_COLUMN, offline_partition_columns};
 
-fn offline_error(url: &Url, message: impl std::fmt::Display) -> Error {
+/// An offline-table error at `url` caused by `cause` (a delta-rs error, or a message).
+fn offline_error(url: &Url, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    let cause = cause.into();
     Error::Offline {
         location: url.to_string(),
-        message: message.to_string(),
+        message: first_line(&cause.to_string()),
+        source: Some(cause),
     }
+}
+
+/// The first line of a message: delta-rs's kernel errors append a backtrace after it when
+/// `RUST_BACKTRACE` is set, which is no part of an answer to a client.
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 /// The Delta table at `url`, loaded at its latest version, or `None` if nothing was

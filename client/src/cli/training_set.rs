@@ -129,10 +129,10 @@ pub async fn run(
     } else {
         let path = Path::new(&args.spine);
         if !path.exists() {
-            return Err(CliError::Client(ClientError::Data(format!(
-                "spine file {} does not exist; give a local file or a URI such as s3://bucket/spine.parquet",
-                path.display()
-            ))));
+            return Err(CliError::LocalFile {
+                path: path.to_path_buf(),
+                message: "the spine file does not exist; give a local file or a URI such as s3://bucket/spine.parquet".into(),
+            });
         }
         let types = spine_types(client, &args).await?;
         let batches = crate::files::open(path, &types)?;
@@ -152,11 +152,15 @@ pub async fn run(
             eprint!("\r\x1b[2K");
         }
         let stored = stored.map_err(|e| match e {
-            ClientError::Server { code, message } => ClientError::Server {
+            ClientError::Server { code, message } => CliError::Client(ClientError::Server {
                 code,
                 message: format!("spine {}: {message}", path.display()),
+            }),
+            ClientError::Data(message) => CliError::LocalFile {
+                path: path.to_path_buf(),
+                message: format!("the spine: {message}"),
             },
-            other => other,
+            other => other.into(),
         })?;
         SpineSource::Name { name: stored.name }
     };
@@ -254,9 +258,12 @@ async fn download(
     rows: Arc<AtomicU64>,
 ) -> Result<(u64, u64), CliError> {
     let partial = args.out.with_extension("parquet.partial");
-    let file = std::fs::File::create(&partial).map_err(|source| CliError::Io {
-        what: "create the output file",
-        source,
+    let file = std::fs::File::create(&partial).map_err(|e| CliError::LocalFile {
+        path: args.out.clone(),
+        message: format!(
+            "cannot write the output (creating {} failed: {e})",
+            partial.display()
+        ),
     })?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<RecordBatch>(8);
     let writer_schema = schema.clone();
@@ -308,14 +315,16 @@ async fn download(
         return Err(cleanup(error.into()));
     }
     if let Err(message) = written.map_err(|e| cleanup(e.into()))? {
-        return Err(cleanup(CliError::Client(ClientError::Data(format!(
-            "cannot write {}: {message}",
-            args.out.display()
-        )))));
+        return Err(cleanup(CliError::LocalFile {
+            path: args.out.clone(),
+            message: format!("cannot write the output: {message}"),
+        }));
     }
-    std::fs::rename(&partial, &args.out).map_err(|source| CliError::Io {
-        what: "move the output file into place",
-        source,
+    std::fs::rename(&partial, &args.out).map_err(|e| {
+        cleanup(CliError::LocalFile {
+            path: args.out.clone(),
+            message: format!("cannot move the finished output into place: {e}"),
+        })
     })?;
     let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
     Ok((rows.load(Ordering::Relaxed), bytes))
