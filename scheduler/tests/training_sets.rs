@@ -9,215 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::FlightClient;
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
-};
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use ftab_engine::plan::JoinChoice;
 use serde::Deserialize;
 use serde_json::json;
 
+use common::pipe_table::{Type, canonical, pipe_table};
 use common::{connect, put, training_set, wait_job, workspace_with_files};
-
-// ---------------------------------------------------------------------------------------
-// Pipe tables: the golden cases' data.
-
-/// A column type of a golden table.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Type {
-    String,
-    Int32,
-    Int64,
-    Float64,
-    Bool,
-    Timestamp,
-    NaiveTimestamp,
-}
-
-impl Type {
-    fn parse(name: &str) -> Type {
-        match name {
-            "string" => Type::String,
-            "int32" => Type::Int32,
-            "int64" => Type::Int64,
-            "float64" => Type::Float64,
-            "bool" => Type::Bool,
-            "timestamp" => Type::Timestamp,
-            "naive_timestamp" => Type::NaiveTimestamp,
-            other => panic!("unknown golden column type `{other}`"),
-        }
-    }
-
-    fn arrow(self) -> DataType {
-        match self {
-            Type::String => DataType::Utf8,
-            Type::Int32 => DataType::Int32,
-            Type::Int64 => DataType::Int64,
-            Type::Float64 => DataType::Float64,
-            Type::Bool => DataType::Boolean,
-            Type::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            Type::NaiveTimestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-        }
-    }
-}
-
-struct PipeTable {
-    columns: Vec<(String, Option<Type>)>,
-    rows: Vec<Vec<String>>,
-}
-
-fn pipe_table(text: &str) -> PipeTable {
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.split('|')
-                .map(|c| c.trim().to_string())
-                .collect::<Vec<_>>()
-        });
-    let header = lines.next().expect("a table has a header line");
-    let columns = header
-        .iter()
-        .map(|h| match h.split_once(':') {
-            Some((name, ty)) => (name.to_string(), Some(Type::parse(ty))),
-            None => (h.clone(), None),
-        })
-        .collect::<Vec<_>>();
-    let rows: Vec<Vec<String>> = lines.collect();
-    for row in &rows {
-        assert_eq!(
-            row.len(),
-            columns.len(),
-            "row {row:?} has the wrong number of cells"
-        );
-    }
-    PipeTable { columns, rows }
-}
-
-/// Cells parsed as `T` (`None` stays null).
-fn parse_cells<T: std::str::FromStr>(cells: &[Option<&str>]) -> Vec<Option<T>>
-where
-    T::Err: std::fmt::Debug,
-{
-    cells
-        .iter()
-        .map(|c| {
-            c.map(|c| {
-                c.parse()
-                    .unwrap_or_else(|e| panic!("cannot parse `{c}`: {e:?}"))
-            })
-        })
-        .collect()
-}
-
-fn micros(text: &str) -> i64 {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap_or_else(|e| panic!("`{text}` is not an RFC 3339 time: {e}"))
-        .timestamp_micros()
-}
-
-fn naive_micros(text: &str) -> i64 {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .unwrap_or_else(|e| panic!("`{text}` is not a naive time: {e}"))
-        .and_utc()
-        .timestamp_micros()
-}
-
-impl PipeTable {
-    /// The table as a batch; `types` gives the types of columns the header leaves open.
-    fn batch(&self, types: &BTreeMap<String, Type>) -> RecordBatch {
-        let mut fields = Vec::new();
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        for (index, (name, ty)) in self.columns.iter().enumerate() {
-            let ty = ty
-                .or_else(|| types.get(name).copied())
-                .unwrap_or_else(|| panic!("column `{name}` needs a type (`{name}:TYPE`)"));
-            let cells: Vec<Option<&str>> = self
-                .rows
-                .iter()
-                .map(|r| Some(r[index].as_str()).filter(|c| *c != "null"))
-                .collect();
-            let array: ArrayRef = match ty {
-                Type::String => Arc::new(StringArray::from(cells)),
-                Type::Int32 => Arc::new(Int32Array::from(parse_cells::<i32>(&cells))),
-                Type::Int64 => Arc::new(Int64Array::from(parse_cells::<i64>(&cells))),
-                Type::Float64 => Arc::new(Float64Array::from(parse_cells::<f64>(&cells))),
-                Type::Bool => Arc::new(BooleanArray::from(parse_cells::<bool>(&cells))),
-                Type::Timestamp => Arc::new(
-                    TimestampMicrosecondArray::from(
-                        cells.iter().map(|c| c.map(micros)).collect::<Vec<_>>(),
-                    )
-                    .with_timezone("UTC"),
-                ),
-                Type::NaiveTimestamp => Arc::new(TimestampMicrosecondArray::from(
-                    cells
-                        .iter()
-                        .map(|c| c.map(naive_micros))
-                        .collect::<Vec<_>>(),
-                )),
-            };
-            fields.push(Field::new(name, ty.arrow(), true));
-            arrays.push(array);
-        }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
-    }
-}
-
-/// One cell as canonical text, whatever the Arrow type carrying it.
-fn cell(array: &ArrayRef, row: usize) -> String {
-    if array.is_null(row) {
-        return "null".into();
-    }
-    match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = cast(array, &DataType::Utf8).unwrap();
-            text.as_string::<i32>().value(row).to_string()
-        }
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
-        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).to_string(),
-        DataType::Boolean => array.as_boolean().value(row).to_string(),
-        DataType::Timestamp(_, tz) => {
-            let us = cast(
-                array,
-                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            )
-            .unwrap();
-            let value = us.as_primitive::<TimestampMicrosecondType>().value(row);
-            let time = DateTime::<Utc>::from_timestamp_micros(value).unwrap();
-            match tz {
-                Some(_) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                None => time.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
-            }
-        }
-        other => panic!("no golden format for {other}"),
-    }
-}
-
-/// Column headers (`name:type`) and the rows as sorted canonical text.
-fn canonical(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header = Vec::new();
-    let mut rows = Vec::new();
-    for batch in batches {
-        header = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| format!("{}:{}", f.name(), f.data_type()))
-            .collect();
-        for row in 0..batch.num_rows() {
-            rows.push(batch.columns().iter().map(|c| cell(c, row)).collect());
-        }
-    }
-    rows.sort();
-    (header, rows)
-}
 
 // ---------------------------------------------------------------------------------------
 // The golden cases.
@@ -473,21 +275,7 @@ async fn golden_cases_with(join: JoinChoice) {
 // ---------------------------------------------------------------------------------------
 // Randomized comparison with a brute-force reference.
 
-/// A small deterministic generator (xorshift), so failures replay from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use common::Rng;
 
 /// One stored feature row: (key, timestamp, seq, row in its ingest, value).
 type Stored = (String, i64, u64, u64, i64);
@@ -808,14 +596,26 @@ async fn results_expire_after_their_retention() {
     assert_eq!(rows, 1);
     let ticket = info.endpoint[0].ticket.clone().unwrap();
 
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
-    let gone = match fresh.do_get(ticket).await {
-        Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream)
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    }
-    .expect_err("an expired training set cannot be fetched");
+    // The sweeper forgets it once the retention has passed: poll until then.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let gone = loop {
+        let fetched = match fresh.do_get(ticket.clone()).await {
+            Ok(stream) => futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the training set is still fetchable long after its retention"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let message = gone.to_string();
     assert!(
         message.contains("expired or the scheduler restarted; request it again"),

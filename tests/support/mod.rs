@@ -300,25 +300,7 @@ pub fn write(dir: &Path, name: &str, content: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Files (not directories) under `dir`, recursively; 0 if it does not exist.
-pub fn files_under(dir: &Path) -> usize {
-    find_files(dir, "").len()
-}
-
-/// Files under `dir` whose names end with `suffix`, recursively, sorted.
-pub fn find_files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(find_files(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
-}
+pub use ftab_testkit::{files_under, find_files};
 
 /// The rows of a Parquet file as column name -> value text (`null` for nulls).
 pub fn read_parquet_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {

@@ -2,6 +2,8 @@
 //! loopback port, and a generic Flight client to speak to it.
 #![allow(dead_code)]
 
+pub mod pipe_table;
+
 use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -212,22 +214,5 @@ pub fn example_files() -> serde_json::Value {
     serde_json::to_value(files).unwrap()
 }
 
-/// Files (not directories) under `dir`, at any depth; 0 when it does not exist.
-pub fn files_under(dir: &std::path::Path) -> usize {
-    find_files(dir, "").len()
-}
-
-/// Files under `dir` whose names end with `suffix`, at any depth, sorted.
-pub fn find_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(find_files(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
-}
+#[allow(unused_imports)]
+pub use ftab_testkit::{Rng, files_under, find_files};

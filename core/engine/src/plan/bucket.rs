@@ -756,6 +756,44 @@ mod tests {
         assert_eq!(task.properties().output_partitioning().partition_count(), 1);
     }
 
+    /// Shipped to an executor, the node keeps its spec (every file's bucket included) and
+    /// its file groups, one per bucket.
+    #[tokio::test]
+    async fn the_bucket_merge_survives_the_trip_to_an_executor() {
+        let dir = tempfile::tempdir().unwrap();
+        let planner = Planner::new(session_config(2, 1 << 30), Arc::new(RuntimeEnv::default()));
+        let (files, buckets) = write_buckets(dir.path(), &[(0, 2, 10), (1, 3, 10)]);
+        let scan = scan_of(&planner, &files).await;
+        let plan = BucketMergeExec::over_scan(
+            scan,
+            &files,
+            &buckets,
+            2,
+            vec!["k".into()],
+            vec!["k".into(), "n".into()],
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        let decoded = crate::codec::tests::round_trip(plan.clone());
+        let (original, decoded) = (find_merge(&plan), find_merge(&decoded));
+        assert_eq!(decoded.spec(), original.spec());
+        assert_eq!(decoded.spec().file_buckets.len(), 5);
+        let groups = |merge: &BucketMergeExec| {
+            scan_config(&merge.input)
+                .unwrap()
+                .file_groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|f| f.object_meta.location.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(groups(decoded), groups(original));
+    }
+
     /// Parquet files of (k, n) rows: `(bucket, files, rows per file)` for each bucket,
     /// each file sorted by k and holding only keys of its bucket. Returns the file URLs and
     /// their buckets.
