@@ -80,6 +80,13 @@ impl From<JobFailure> for Error {
     }
 }
 
+/// The answer to a fetch of a training set this process does not hold.
+fn expired(training_set_id: &str) -> Error {
+    Error::NotFound(format!(
+        "training set {training_set_id} is not known here: it expired or the scheduler restarted; request it again with GetFlightInfo"
+    ))
+}
+
 /// A training set as GetFlightInfo answers it.
 pub struct Started {
     pub info: TrainingSetInfo,
@@ -355,14 +362,38 @@ impl TrainingSets {
     /// Stream one output partition of a training set, once its job is done.
     pub async fn partition(&self, ticket: &TrainingSetTicket) -> Result<SendableRecordBatchStream> {
         let (_, location) = self.locate(ticket).await?;
-        BallistaJob::fetch(&location).await
+        BallistaJob::fetch(&location)
+            .await
+            .map_err(|e| self.expired_or(ticket, e))
     }
 
     /// One output partition of a training set, once its job is done: the file itself when
     /// this process's executor holds it (DoGet sends it without decoding).
     pub async fn partition_data(&self, ticket: &TrainingSetTicket) -> Result<PartitionData> {
         let (running, location) = self.locate(ticket).await?;
-        running.job.open(&location).await
+        running
+            .job
+            .open(&location)
+            .await
+            .map_err(|e| self.expired_or(ticket, e))
+    }
+
+    /// A fetch that raced expiry (located before its results went, opened after: Ballista
+    /// drops a finished job's files once the retention has passed, the sweep forgets the
+    /// training set at its next round) is answered as expired, not as a fault.
+    fn expired_or(&self, ticket: &TrainingSetTicket, error: Error) -> Error {
+        let live = self.running.lock().map(|running| {
+            running.get(&ticket.training_set_id).is_some_and(|r| {
+                r.outcome
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|(_, ended)| ended.elapsed() < self.retention)
+            })
+        });
+        match live {
+            Ok(false) => expired(&ticket.training_set_id),
+            _ => error,
+        }
     }
 
     async fn locate(
@@ -378,12 +409,7 @@ impl TrainingSets {
             .map_err(|_| Error::Internal("training set registry poisoned".into()))?
             .get(&ticket.training_set_id)
             .cloned()
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "training set {} is not known here: it expired or the scheduler restarted; request it again with GetFlightInfo",
-                    ticket.training_set_id
-                ))
-            })?;
+            .ok_or_else(|| expired(&ticket.training_set_id))?;
         if ticket.partition >= running.job.partitions() {
             return Err(invalid(format!(
                 "training set {} has partitions 0..{}, not {}",
