@@ -461,7 +461,9 @@ impl BallistaJob {
 /// `JobFailed`.
 pub fn job_failure(raw: &str) -> Error {
     let message = clean_error(raw);
-    if raw.contains("ResourcesExhausted") || raw.contains("Resources exhausted") {
+    // The error's variant as Ballista writes it (`ResourcesExhausted("...")`, or
+    // DataFusion's display `Resources exhausted: ...`), not any mention in quoted data.
+    if raw.contains("ResourcesExhausted(\"") || raw.contains("Resources exhausted: ") {
         let hint = if message.contains("memory_limit") {
             ""
         } else {

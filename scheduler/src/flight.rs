@@ -94,8 +94,7 @@ fn unsupported<T>(call: &str) -> Result<T, Status> {
 
 fn decode_command(descriptor: &FlightDescriptor) -> Result<Command, Error> {
     if descriptor.r#type() == arrow_flight::flight_descriptor::DescriptorType::Path {
-        let path = descriptor.path.join("/");
-        let shown: String = path.chars().take(80).collect();
+        let shown = ftab_model::names::echoed(&descriptor.path.join("/"));
         return Err(Error::InvalidArgument(format!(
             "a path descriptor (`{shown}`) names nothing to get or put here: ftab takes command descriptors (FlightDescriptor.for_command in pyarrow), JSON with one key, `ingest`, `spine` or `training_set`, such as {{\"ingest\": {{\"workspace\": \"prod\", \"table\": \"t\"}}}}; the path descriptors of ListFlights name tables for listing only"
         )));
@@ -132,8 +131,7 @@ struct Aborted(String);
 impl std::fmt::Display for Aborted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Cap what is echoed: the reason comes from the client.
-        let reason: String = self.0.chars().take(2_000).collect();
-        f.write_str(&reason)
+        f.write_str(&ftab_model::names::echoed_to(&self.0, 2_000))
     }
 }
 

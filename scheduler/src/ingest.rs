@@ -284,13 +284,10 @@ fn same_content(
     let differs = existing.result.rows != read.rows
         || matches!((&existing.content_hash, &read.content_hash), (Some(a), Some(b)) if a != b);
     if differs {
-        let shown: String = key.chars().take(64).collect();
+        let shown = ftab_model::names::echoed(key);
         return Err(Error::FailedPrecondition(format!(
-            "idempotency key `{shown}{}` was already used for ingest {} of feature table `{table}` ({} rows) with different data ({} rows sent now); a retry must send the same rows, so send new data under a new key",
-            if shown.len() < key.len() { "..." } else { "" },
-            existing.result.ingest_id,
-            existing.result.rows,
-            read.rows,
+            "idempotency key `{shown}` was already used for ingest {} of feature table `{table}` ({} rows) with different data ({} rows sent now); a retry must send the same rows, so send new data under a new key",
+            existing.result.ingest_id, existing.result.rows, read.rows,
         )));
     }
     Ok(())

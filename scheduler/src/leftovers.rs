@@ -257,16 +257,14 @@ fn table_url(layout: &StorageLayout, offline_root: &Path, prefix: &Path) -> Opti
 /// On a local filesystem: remove partial files (`name#N`) under the store's areas, then
 /// the directories left empty below them. Returns (partial files, directories).
 fn clean_local(root: &FsPath) -> Result<(usize, usize)> {
-    let mut partial = 0;
-    let mut empty = 0;
+    let mut cleaned = Cleaned::default();
     for area in ["staging", "spines", "offline"] {
         let dir = root.join(area);
         if dir.is_dir() {
-            partial += remove_partial_files(&dir)?;
-            empty += remove_empty_directories(&dir, false)?;
+            clean_dir(&dir, false, &mut cleaned)?;
         }
     }
-    Ok((partial, empty))
+    Ok((cleaned.files, cleaned.dirs))
 }
 
 /// object_store's local writes go to `<name>#<n>` and are renamed when complete.
@@ -289,41 +287,49 @@ fn entries(dir: &FsPath) -> Result<Vec<(PathBuf, bool)>> {
     Ok(found)
 }
 
-fn remove_partial_files(dir: &FsPath) -> Result<usize> {
-    let mut removed = 0;
+/// What one walk removed: partial files, directories.
+#[derive(Default)]
+struct Cleaned {
+    files: usize,
+    dirs: usize,
+}
+
+/// One post-order walk below `dir`: remove partial files, then the directories left
+/// empty, and `dir` itself if `remove_self` and it is left empty. Returns whether `dir` is
+/// gone.
+fn clean_dir(dir: &FsPath, remove_self: bool, cleaned: &mut Cleaned) -> Result<bool> {
+    let mut kept = 0;
     for (path, is_dir) in entries(dir)? {
-        if is_dir {
-            removed += remove_partial_files(&path)?;
+        let gone = if is_dir {
+            clean_dir(&path, true, cleaned)?
         } else if path
             .file_name()
             .is_some_and(|n| is_partial(&n.to_string_lossy()))
         {
             match std::fs::remove_file(&path) {
-                Ok(()) => removed += 1,
+                Ok(()) => cleaned.files += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error(&path, e)),
             }
-        }
+            true
+        } else {
+            false
+        };
+        kept += usize::from(!gone);
     }
-    Ok(removed)
-}
-
-/// Remove the empty directories below `dir` (and `dir` itself if `remove_self`).
-fn remove_empty_directories(dir: &FsPath, remove_self: bool) -> Result<usize> {
-    let mut removed = 0;
-    for (path, is_dir) in entries(dir)? {
-        if is_dir {
-            removed += remove_empty_directories(&path, true)?;
-        }
+    if !remove_self || kept > 0 {
+        return Ok(false);
     }
-    if remove_self && entries(dir)?.is_empty() {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(dir, e)),
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {
+            cleaned.dirs += 1;
+            Ok(true)
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        // Something appeared meanwhile: keep it.
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(e) => Err(io_error(dir, e)),
     }
-    Ok(removed)
 }
 
 #[cfg(test)]

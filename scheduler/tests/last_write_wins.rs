@@ -57,6 +57,12 @@ struct Case {
     expected: Expected,
 }
 
+impl common::golden::GoldenCase for Case {
+    fn description(&self) -> &str {
+        &self.description
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ingest {
@@ -207,9 +213,10 @@ async fn run_case(running: &common::Running, name: &str, case: &Case) -> Result<
             "training set:\n    expected {want:?}\n    got      {got:?}"
         ));
     }
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(problems.join("\n  ")),
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n  "))
     }
 }
 
@@ -220,42 +227,11 @@ fn golden_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn golden_cases() {
     let running = common::start().await;
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 8, "the golden cases are there");
-    let runs = paths.iter().map(|path| {
+    common::golden::run_all(&golden_dir(), 8, "last-write-wins", |name, case: Case| {
         let running = &running;
-        async move {
-            let name = path.file_stem().unwrap().to_string_lossy().to_string();
-            let text = std::fs::read_to_string(path).unwrap();
-            let case: Case =
-                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let result = run_case(running, &name, &case).await;
-            (name, case.description, result)
-        }
-    });
-    let results = futures::future::join_all(runs).await;
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(name, description, result)| {
-            result
-                .as_ref()
-                .err()
-                .map(|e| format!("{name} ({description}):\n  {e}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} last-write-wins cases failed:\n\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n\n")
-    );
+        async move { run_case(running, &name, &case).await }
+    })
+    .await;
     running.stop().await;
 }
 
@@ -334,9 +310,9 @@ fn batch_of(rows: &[Sent]) -> RecordBatch {
     .unwrap()
 }
 
-/// Seeded ingests with many ties (few keys, few times; rows re-sent in the same and later
-/// ingests; older rows arriving late; nulls), compared offline, online and by a training
-/// set at a time after every row with the reference.
+/// Seeded ingests with many ties (few keys, few times over six dates; rows re-sent in the
+/// same and later ingests; older rows arriving late; nulls), compared offline, online and
+/// by a training set at a time after every row with the reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_against_a_brute_force_reference() {
     let running = common::start().await;
@@ -359,7 +335,8 @@ async fn randomized_against_a_brute_force_reference() {
                 } else {
                     (
                         keys[rng.below(keys.len() as u64) as usize].clone(),
-                        base + rng.below(12) as i64 * 3_600_000_000,
+                        // 12 times 11 hours apart: six dates, so six `_date` partitions.
+                        base + rng.below(12) as i64 * 11 * 3_600_000_000,
                     )
                 };
                 rows.push((key, ts, count));
@@ -385,7 +362,7 @@ async fn randomized_against_a_brute_force_reference() {
             "seed {seed}: online records differ from the reference"
         );
         // A training set after every row answers what the online store holds.
-        let after = base + 24 * 3_600_000_000;
+        let after = base + 7 * 24 * 3_600_000_000;
         let spine = PipeTable {
             columns: vec![
                 ("user_id".into(), Some(Type::String)),

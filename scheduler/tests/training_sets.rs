@@ -34,6 +34,12 @@ struct Case {
     request: Request,
 }
 
+impl common::golden::GoldenCase for Case {
+    fn description(&self) -> &str {
+        &self.description
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Ingest {
@@ -230,45 +236,13 @@ async fn golden_cases_with(join: JoinChoice) {
         config.training_set_join = join;
     })
     .await;
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "toml")
-                && p.file_name().is_some_and(|n| n != "repo.toml")
-        })
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 20, "the golden cases are there");
-    let runs = paths.iter().map(|path| {
-        let url = running.url.clone();
-        async move {
-            let name = path.file_stem().unwrap().to_string_lossy().to_string();
-            let text = std::fs::read_to_string(path).unwrap();
-            let case: Case =
-                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let result = run_case(&url, &name, &case).await;
-            (name, case.description, result)
-        }
-    });
-    let results = futures::future::join_all(runs).await;
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|(name, description, result)| {
-            result
-                .as_ref()
-                .err()
-                .map(|e| format!("{name} ({description}):\n  {e}"))
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} golden cases failed with join {join:?}:\n\n{}",
-        failures.len(),
-        results.len(),
-        failures.join("\n\n")
-    );
+    let url = running.url.clone();
+    let what = format!("golden (join {join:?})");
+    common::golden::run_all(&golden_dir(), 20, &what, |name, case: Case| {
+        let url = url.clone();
+        async move { run_case(&url, &name, &case).await }
+    })
+    .await;
     running.stop().await;
 }
 

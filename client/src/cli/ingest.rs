@@ -116,9 +116,10 @@ pub async fn run(
                 result.job_id
             ));
         }
-        let job = match args.wait {
-            true => Some(jobs::follow(client, result.job_id, format).await?),
-            false => None,
+        let job = if args.wait {
+            Some(jobs::follow(client, result.job_id, format).await?)
+        } else {
+            None
         };
         let line = Ingested {
             file: path.display().to_string(),

@@ -120,11 +120,10 @@ where
 
 /// Whether a command line that did not parse asked for `--output json`.
 fn wants_json(args: &[OsString]) -> bool {
-    args.iter()
-        .zip(args.iter().skip(1).map(Some).chain([None]))
-        .any(|(arg, next)| {
-            arg == "--output=json" || (arg == "--output" && next.is_some_and(|n| n == "json"))
-        })
+    args.iter().any(|arg| arg == "--output=json")
+        || args
+            .windows(2)
+            .any(|pair| pair[0] == "--output" && pair[1] == "json")
 }
 
 /// Run a parsed command line, print its result or error, and return the exit code.

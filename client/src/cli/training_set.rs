@@ -73,23 +73,10 @@ pub struct TrainingSetArgs {
     pub parallel: usize,
 }
 
-fn parse_one_as_of(text: &str) -> Result<AsOf, String> {
-    if let Ok(version) = text.parse::<u64>() {
-        return Ok(AsOf::Version(version));
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| AsOf::Time(t.with_timezone(&chrono::Utc)))
-        .map_err(|_| {
-            format!(
-                "`{text}` is neither a Delta version (a number) nor an RFC 3339 time such as 2024-05-01T00:00:00Z"
-            )
-        })
-}
-
 /// `3`, `2024-05-01T00:00:00Z`, or `table=3,table=2024-05-01T00:00:00Z`.
 pub fn parse_as_of(text: &str) -> Result<AsOfRequest, String> {
     if !text.contains('=') {
-        return parse_one_as_of(text.trim()).map(AsOfRequest::All);
+        return text.trim().parse::<AsOf>().map(AsOfRequest::All);
     }
     let mut tables = BTreeMap::new();
     for part in text.split(',') {
@@ -97,7 +84,7 @@ pub fn parse_as_of(text: &str) -> Result<AsOfRequest, String> {
             .split_once('=')
             .ok_or_else(|| format!("`{part}` is not TABLE=VERSION or TABLE=TIME"))?;
         let table = TableName::new(table.trim()).map_err(|e| e.to_string())?;
-        tables.insert(table, parse_one_as_of(point.trim())?);
+        tables.insert(table, point.trim().parse::<AsOf>()?);
     }
     Ok(AsOfRequest::PerTable(tables))
 }

@@ -25,12 +25,12 @@ pub struct ContentHash {
     rows: u64,
 }
 
-/// Batches whose columns are not the hash's.
+/// A batch whose columns are not the hash's (their count, or a column's Arrow type).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot hash a batch of {found} columns as {expected}")]
+#[error("cannot hash a batch of columns ({found}) as ({expected})")]
 pub struct ColumnsMismatch {
-    expected: usize,
-    found: usize,
+    expected: String,
+    found: String,
 }
 
 impl ContentHash {
@@ -54,10 +54,29 @@ impl ContentHash {
 
     /// Add the rows of `batch`.
     pub fn update(&mut self, batch: &RecordBatch) -> Result<(), ColumnsMismatch> {
-        if batch.num_columns() != self.types.len() {
+        let schema = batch.schema();
+        let matches = schema.fields().len() == self.types.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(&self.types)
+                .all(|(field, value_type)| field.data_type() == &value_type.to_arrow());
+        if !matches {
+            let list = |types: Vec<String>| types.join(", ");
             return Err(ColumnsMismatch {
-                expected: self.types.len(),
-                found: batch.num_columns(),
+                expected: list(
+                    self.types
+                        .iter()
+                        .map(|t| t.to_arrow().to_string())
+                        .collect(),
+                ),
+                found: list(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.data_type().to_string())
+                        .collect(),
+                ),
             });
         }
         for row in 0..batch.num_rows() {
@@ -119,6 +138,17 @@ mod tests {
             hash.update(b).unwrap();
         }
         hash.finish()
+    }
+
+    #[test]
+    fn a_batch_of_other_columns_is_an_error_not_a_panic() {
+        let mut hash = ContentHash::new(&[
+            ("k".to_string(), ValueType::String),
+            ("v".to_string(), ValueType::Int64),
+        ]);
+        // A float64 column where the hash expects int64.
+        let err = hash.update(&batch(&["a"], &[1.0])).unwrap_err().to_string();
+        assert!(err.contains("(Utf8, Float64) as (Utf8, Int64)"), "{err}");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn check_unique_columns(schema: &Schema) -> Result<(), ValidationError> {
     }
 }
 
-pub use crate::offline::columns::RESERVED_COLUMNS;
+use crate::offline::columns::RESERVED_COLUMNS;
 
 /// How one incoming column becomes one table column.
 #[derive(Debug, Clone)]

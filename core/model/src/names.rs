@@ -34,13 +34,20 @@ pub struct NameError {
 /// How much of a refused name a message echoes.
 pub const ECHOED_CHARS: usize = 80;
 
-/// `value`, cut to [`ECHOED_CHARS`] characters with its length said when cut.
+/// `value`, cut to [`ECHOED_CHARS`] characters with its length said when cut: what a
+/// message echoes of a string a client sent.
 pub fn echoed(value: &str) -> String {
+    echoed_to(value, ECHOED_CHARS)
+}
+
+/// `value`, cut to `max` characters with its length said when cut (for longer free text,
+/// such as a client's reason for aborting an upload).
+pub fn echoed_to(value: &str, max: usize) -> String {
     let count = value.chars().count();
-    if count <= ECHOED_CHARS {
+    if count <= max {
         return value.to_string();
     }
-    let head: String = value.chars().take(ECHOED_CHARS).collect();
+    let head: String = value.chars().take(max).collect();
     format!("{head}... ({count} characters)")
 }
 

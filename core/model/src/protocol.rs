@@ -63,13 +63,13 @@ pub enum Action {
     GetOnline(GetOnlineRequest),
 }
 
-/// The action types this protocol version knows, for messages and `ListActions`.
 /// The largest gRPC message either side of ftab's Flight service accepts: a feature
 /// repository is sent whole in one action, and a row travels in one message, so this is
 /// also the largest row an ingest, an online read or a training set can carry. The server
 /// and ftab's clients use the same limit (docs/protocol.md).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The action types this protocol version knows, for messages and `ListActions`.
 pub const ACTION_TYPES: &[(&str, &str)] = &[
     (
         "plan",
@@ -371,7 +371,7 @@ fn as_of_point(value: &serde_json::Value, at: &str) -> Result<AsOf, String> {
         serde_json::Value::String(text) => DateTime::parse_from_rfc3339(text)
             .map(|t| AsOf::Time(t.with_timezone(&Utc)))
             .map_err(|e| {
-                let shown: String = text.chars().take(80).collect();
+                let shown = crate::names::echoed(text);
                 format!("{at} `{shown}` is not an RFC 3339 time ({e}); give {expected}")
             }),
         other => Err(format!("{at} is {}; give {expected}", kind_of(other))),
@@ -722,6 +722,26 @@ pub enum AsOf {
     Version(u64),
     /// The table as it was at this wall-clock time.
     Time(DateTime<Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    /// A Delta version (`3`) or an RFC 3339 time (`2024-05-01T00:00:00Z`), as people type
+    /// them (the CLI's `--as-of`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(version) = text.parse::<u64>() {
+            return Ok(AsOf::Version(version));
+        }
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| AsOf::Time(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                format!(
+                    "`{}` is neither a Delta version (a number) nor an RFC 3339 time such as 2024-05-01T00:00:00Z",
+                    crate::names::echoed(text)
+                )
+            })
+    }
 }
 
 /// How an as-of join finds each spine row's feature row. Both give the same rows.

@@ -54,6 +54,18 @@ struct Running {
     outcome: watch::Receiver<Option<(std::result::Result<Locations, JobFailure>, Instant)>>,
 }
 
+impl Running {
+    /// Whether its job ended at least `retention` ago: its results are gone (Ballista
+    /// drops a finished job's files then) or about to go. The one rule for fetches and
+    /// for the sweep.
+    fn expired(&self, retention: Duration) -> bool {
+        self.outcome
+            .borrow()
+            .as_ref()
+            .is_some_and(|(_, ended)| ended.elapsed() >= retention)
+    }
+}
+
 /// Why a training set's job failed, kept for every fetch of its partitions: its message,
 /// and whether it ran out of memory (answered `RESOURCE_EXHAUSTED`, not `INTERNAL`).
 #[derive(Debug, Clone)]
@@ -73,9 +85,10 @@ impl From<Error> for JobFailure {
 
 impl From<JobFailure> for Error {
     fn from(failure: JobFailure) -> Self {
-        match failure.out_of_memory {
-            true => Error::ResourcesExhausted(failure.message),
-            false => Error::JobFailed(failure.message),
+        if failure.out_of_memory {
+            Error::ResourcesExhausted(failure.message)
+        } else {
+            Error::JobFailed(failure.message)
         }
     }
 }
@@ -226,7 +239,7 @@ impl TrainingSets {
                         ftab_engine::Error::InvalidRequest(m) => {
                             invalid(format!("feature table `{}`: {m}", table.name))
                         }
-                        other => Error::Internal(other.to_string()),
+                        other => Error::Engine(other),
                     })?;
             let ttl = table.ttl.map(|t| t.micros());
             let time_range = range
@@ -378,17 +391,13 @@ impl TrainingSets {
             .map_err(|e| self.expired_or(ticket, e))
     }
 
-    /// A fetch that raced expiry (located before its results went, opened after: Ballista
-    /// drops a finished job's files once the retention has passed, the sweep forgets the
-    /// training set at its next round) is answered as expired, not as a fault.
+    /// A fetch that raced expiry (located before its results went, opened after) is
+    /// answered as expired, not as a fault.
     fn expired_or(&self, ticket: &TrainingSetTicket, error: Error) -> Error {
         let live = self.running.lock().map(|running| {
-            running.get(&ticket.training_set_id).is_some_and(|r| {
-                r.outcome
-                    .borrow()
-                    .as_ref()
-                    .is_none_or(|(_, ended)| ended.elapsed() < self.retention)
-            })
+            running
+                .get(&ticket.training_set_id)
+                .is_some_and(|r| !r.expired(self.retention))
         });
         match live {
             Ok(false) => expired(&ticket.training_set_id),
@@ -409,6 +418,7 @@ impl TrainingSets {
             .map_err(|_| Error::Internal("training set registry poisoned".into()))?
             .get(&ticket.training_set_id)
             .cloned()
+            .filter(|r| !r.expired(self.retention))
             .ok_or_else(|| expired(&ticket.training_set_id))?;
         if ticket.partition >= running.job.partitions() {
             return Err(invalid(format!(
@@ -440,15 +450,9 @@ impl TrainingSets {
     pub async fn sweep(&self) {
         let expired: Vec<Arc<Running>> = match self.running.lock() {
             Ok(mut running) => {
-                let now = Instant::now();
                 let ids: Vec<String> = running
                     .iter()
-                    .filter(|(_, r)| {
-                        r.outcome
-                            .borrow()
-                            .as_ref()
-                            .is_some_and(|(_, ended)| *ended + self.retention <= now)
-                    })
+                    .filter(|(_, r)| r.expired(self.retention))
                     .map(|(id, _)| id.clone())
                     .collect();
                 ids.iter().filter_map(|id| running.remove(id)).collect()

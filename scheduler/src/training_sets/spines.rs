@@ -138,8 +138,6 @@ impl Spines {
                 Some(w) => w,
                 None => {
                     training_set::check_spine_columns(&batch.schema()).map_err(invalid)?;
-                    ftab_engine::validate::check_unique_columns(&batch.schema())
-                        .map_err(|e| invalid(format!("the spine: {e}")))?;
                     writer.insert(
                         scratch_parquet_writer(
                             self.objects.store.clone(),
@@ -233,8 +231,8 @@ impl Spines {
             );
             match &schema {
                 None => {
-                    ftab_engine::validate::check_unique_columns(&file_schema)
-                        .map_err(|e| invalid(format!("spine file {url}: {e}")))?;
+                    training_set::check_spine_columns(&file_schema)
+                        .map_err(|e| invalid(format!("{e} (spine file {url})")))?;
                     schema = Some(file_schema.clone())
                 }
                 Some(first) if first.fields() != file_schema.fields() => {

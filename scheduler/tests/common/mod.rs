@@ -2,6 +2,7 @@
 //! loopback port, and a generic Flight client to speak to it.
 #![allow(dead_code)]
 
+pub mod golden;
 pub mod pipe_table;
 
 use std::time::Duration;

@@ -568,17 +568,7 @@ mod tests {
         let scan = || scan_of(&planner, &files);
         // Merged, each bucket comes out sorted; unmerged, it comes out whole, in any order.
         for merge in [true, false] {
-            let plan = BucketMergeExec::over_scan(
-                scan().await,
-                &files,
-                &buckets,
-                2,
-                vec!["k".into()],
-                vec!["k".into(), "n".into(), "v".into()],
-                merge,
-            )
-            .unwrap()
-            .expect("a plain scan takes a bucket merge");
+            let plan = merge_over(&planner, &files, &buckets, &["k", "n", "v"], merge).await;
             let plan = planner.optimize(plan).unwrap();
             let shown = datafusion::physical_plan::displayable(plan.as_ref())
                 .indent(false)
@@ -644,18 +634,7 @@ mod tests {
         // Buckets of very different sizes, so equal byte ranges cross bucket lines.
         let (files, buckets) = write_buckets(dir.path(), &[(0, 5, 2_000), (1, 1, 50)]);
         for merge in [true, false] {
-            let scan = scan_of(&planner, &files).await;
-            let plan = BucketMergeExec::over_scan(
-                scan,
-                &files,
-                &buckets,
-                2,
-                vec!["k".into()],
-                vec!["k".into(), "n".into()],
-                merge,
-            )
-            .unwrap()
-            .unwrap();
+            let plan = merge_over(&planner, &files, &buckets, &["k", "n"], merge).await;
             let plan = planner.optimize(plan).unwrap();
             let merge_node = find_merge(&plan);
             let config = scan_config(&merge_node.input).unwrap();
@@ -687,18 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let planner = Planner::new(session_config(2, 1 << 30), Arc::new(RuntimeEnv::default()));
         let (files, buckets) = write_buckets(dir.path(), &[(0, 2, 100), (1, 2, 100)]);
-        let scan = scan_of(&planner, &files).await;
-        let plan = BucketMergeExec::over_scan(
-            scan,
-            &files,
-            &buckets,
-            2,
-            vec!["k".into()],
-            vec!["k".into()],
-            true,
-        )
-        .unwrap()
-        .unwrap();
+        let plan = merge_over(&planner, &files, &buckets, &["k"], true).await;
         let merge = find_merge(&plan);
         let config = scan_config(&merge.input).unwrap().clone();
         let rebuilt = |groups: Vec<FileGroup>| {
@@ -763,18 +731,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let planner = Planner::new(session_config(2, 1 << 30), Arc::new(RuntimeEnv::default()));
         let (files, buckets) = write_buckets(dir.path(), &[(0, 2, 10), (1, 3, 10)]);
-        let scan = scan_of(&planner, &files).await;
-        let plan = BucketMergeExec::over_scan(
-            scan,
-            &files,
-            &buckets,
-            2,
-            vec!["k".into()],
-            vec!["k".into(), "n".into()],
-            true,
-        )
-        .unwrap()
-        .unwrap();
+        let plan = merge_over(&planner, &files, &buckets, &["k", "n"], true).await;
         let decoded = crate::codec::tests::round_trip(plan.clone());
         let (original, decoded) = (find_merge(&plan), find_merge(&decoded));
         assert_eq!(decoded.spec(), original.spec());
@@ -835,6 +792,27 @@ mod tests {
             }
         }
         (files, buckets)
+    }
+
+    /// The bucket merge (2 buckets, keyed by `k`, merged by `order`) over a scan of `files`.
+    async fn merge_over(
+        planner: &Planner,
+        files: &[String],
+        buckets: &[u32],
+        order: &[&str],
+        merge: bool,
+    ) -> Arc<dyn ExecutionPlan> {
+        BucketMergeExec::over_scan(
+            scan_of(planner, files).await,
+            files,
+            buckets,
+            2,
+            vec!["k".into()],
+            order.iter().map(|c| c.to_string()).collect(),
+            merge,
+        )
+        .unwrap()
+        .expect("a plain scan takes a bucket merge")
     }
 
     /// DataFusion's plan of a Parquet scan of `files`.

@@ -191,19 +191,19 @@ fn read_options(schema: &Schema) -> ParquetReadOptions<'_> {
         .file_extension("")
 }
 
-/// Refuses a spine with a column named like ftab's internal ones.
+/// Refuses a spine with a column named like ftab's internal ones, or a column name twice.
 pub fn check_spine_columns(schema: &Schema) -> std::result::Result<(), String> {
-    match schema
+    if let Some(bad) = schema
         .fields()
         .iter()
         .find(|f| f.name().starts_with(INTERNAL_PREFIX))
     {
-        Some(bad) => Err(format!(
+        return Err(format!(
             "spine column `{}` starts with `{INTERNAL_PREFIX}`, which ftab reserves; rename it",
             bad.name()
-        )),
-        None => Ok(()),
+        ));
     }
+    crate::validate::check_unique_columns(schema).map_err(|e| format!("the spine: {e}"))
 }
 
 /// Files a training set was asked to read that the object store does not have: the
