@@ -16,21 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::client::BallistaClient;
 use ballista_core::extension::{SessionConfigExt, SessionConfigHelperExt};
-use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use ballista_core::serde::protobuf::{ExecutorRegistration, PartitionLocation, job_status};
-use ballista_core::serde::scheduler::{
-    ExecutorOperatingSystemSpecification, ExecutorSpecification, PartitionId,
-};
+use ballista_core::serde::protobuf::{PartitionLocation, job_status};
+use ballista_core::serde::scheduler::PartitionId;
 use ballista_core::serde::{BallistaCodec, BallistaLogicalExtensionCodec};
 use ballista_core::utils::{GrpcServerConfig, create_grpc_server};
-use ballista_core::{BALLISTA_PROTOCOL_VERSION, ConfigProducer, JobId, RuntimeProducer};
-use ballista_executor::execution_loop;
-use ballista_executor::executor::Executor;
-use ballista_executor::flight_service::BallistaFlightService;
-use ballista_executor::metrics::LoggingMetricsCollector;
+use ballista_core::{ConfigProducer, JobId};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig as BallistaSchedulerConfig;
 use ballista_scheduler::metrics::default_metrics_collector;
@@ -55,8 +47,7 @@ type Server = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
 /// The session all of ftab's jobs run in (Ballista creates a context from it per job).
 const SESSION_ID: &str = "ftab";
 
-/// Largest gRPC message between the embedded scheduler and executors (plans, statuses).
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+use ftab_engine::executor::MAX_MESSAGE_BYTES;
 
 /// How the embedded cluster is set up.
 #[derive(Debug, Clone)]
@@ -71,6 +62,11 @@ pub struct ClusterSettings {
     pub memory_limit: u64,
     /// Which as-of join training sets use.
     pub join: ftab_engine::plan::JoinChoice,
+    /// Cluster mode: serve Ballista's scheduler gRPC here for `ftab-executor` processes and
+    /// run no executor in this process. `None`: standalone.
+    pub cluster_addr: Option<std::net::SocketAddr>,
+    /// How long an executor may be silent before its tasks run elsewhere.
+    pub executor_timeout: Duration,
 }
 
 /// The embedded Ballista scheduler and its in-process executor.
@@ -80,13 +76,16 @@ pub struct Cluster {
     config: SessionConfig,
     planner: Planner,
     /// The in-process executor's id and work directory: its job results are read from
-    /// disk rather than over gRPC.
+    /// disk rather than over gRPC. `None` in cluster mode.
     local: Option<Arc<(String, PathBuf)>>,
+    /// Where Ballista's scheduler gRPC listens.
+    ballista_addr: std::net::SocketAddr,
 }
 
 impl Cluster {
-    /// Start a Ballista scheduler in this process and one executor beside it.
-    pub async fn start_standalone(
+    /// Start a Ballista scheduler in this process and, in standalone mode, one executor
+    /// beside it.
+    pub async fn start(
         settings: ClusterSettings,
         runtime: Arc<RuntimeEnv>,
         online: Arc<dyn OnlineStore>,
@@ -98,10 +97,15 @@ impl Cluster {
             .with_extension(Arc::new(OnlineStoreHandle(online)))
             .with_ballista_physical_extension_codec(physical_codec())
             .upgrade_for_ballista()
-            .ballista_restricted_configuration()
-            // Shuffle files stay on this machine: compressing them costs more CPU than
-            // it saves (measured in docs/benchmarks.md).
-            .set_str("ballista.shuffle.compression.codec", "none");
+            .ballista_restricted_configuration();
+        // In standalone, shuffle files stay on this machine: compressing them costs more
+        // CPU than it saves (measured in docs/benchmarks.md). In a cluster they cross the
+        // network and keep Ballista's default (lz4).
+        let config = if settings.cluster_addr.is_none() {
+            config.set_str("ballista.shuffle.compression.codec", "none")
+        } else {
+            config
+        };
         let planner = Planner::new(config.clone(), runtime.clone()).with_join(settings.join);
 
         let session_runtime = runtime.clone();
@@ -118,7 +122,7 @@ impl Cluster {
             Arc::new(BallistaLogicalExtensionCodec::default()),
             physical_codec(),
         );
-        let ballista_config = BallistaSchedulerConfig::default()
+        let mut ballista_config = BallistaSchedulerConfig::default()
             .with_scheduler_policy(ballista_core::config::TaskSchedulingPolicy::PullStaged)
             .with_finished_job_data_clean_up_interval_seconds(
                 settings.result_retention.as_secs().max(1),
@@ -126,6 +130,12 @@ impl Cluster {
             .with_finished_job_state_clean_up_interval_seconds(
                 settings.result_retention.as_secs().max(1) + 600,
             );
+        // An executor is taken for dead after the timeout (Ballista's default is 180 s):
+        // its running tasks and the shuffle output it held are run again elsewhere.
+        ballista_config.executor_timeout_seconds = settings.executor_timeout.as_secs();
+        ballista_config.expire_dead_executor_interval_seconds = 2;
+        let ballista_config = ballista_config
+            .with_no_executors_grace_period_seconds(settings.executor_timeout.as_secs());
         let cluster = BallistaCluster::new_memory(
             "localhost:50050",
             session_builder,
@@ -145,86 +155,64 @@ impl Cluster {
         )
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| failed("scheduler", &e))?;
+        let bind = settings
+            .cluster_addr
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(bind).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; is another ftab-scheduler running? Pass another --cluster-addr (port 0 picks a free one)"
+            } else {
+                ""
+            };
+            Error::FailedPrecondition(format!(
+                "cannot serve Ballista's scheduler on {bind}: {e}{hint}"
+            ))
+        })?;
         let scheduler_addr = listener.local_addr().map_err(|e| failed("scheduler", &e))?;
         tokio::spawn(
             create_grpc_server(&GrpcServerConfig::default())
                 .add_service(grpc)
                 .serve_with_incoming(crate::incoming(listener)),
         );
+        if settings.cluster_addr.is_some() {
+            tokio::spawn(log_executors(server.clone()));
+            tracing::info!(
+                %scheduler_addr,
+                partitions = settings.parallelism,
+                "Ballista scheduler serving ftab-executors (cluster mode)"
+            );
+            return Ok(Self {
+                server,
+                config,
+                planner,
+                local: None,
+                ballista_addr: scheduler_addr,
+            });
+        }
 
         // The executor, with its work directory under the data directory.
         let work_dir = settings.work_dir;
         if work_dir.exists() {
             std::fs::remove_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
         }
-        std::fs::create_dir_all(&work_dir).map_err(|e| failed("executor", &e))?;
-        let local_dir = work_dir.clone();
-        let work_dir = work_dir.to_string_lossy().into_owned();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| failed("executor", &e))?;
-        let executor_port = listener
-            .local_addr()
-            .map_err(|e| failed("executor", &e))?
-            .port();
-        let executor_id = ballista_core::ids::new_instance_id();
-        let registration = ExecutorRegistration {
-            id: executor_id.clone(),
-            host: Some("127.0.0.1".into()),
-            port: executor_port as u32,
+        let executor = ftab_engine::executor::start(ftab_engine::executor::ExecutorSettings {
+            scheduler: scheduler_addr.to_string(),
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             grpc_port: 0,
-            specification: Some(
-                ExecutorSpecification::default()
-                    .with_vcores(settings.parallelism as u32)
-                    .into(),
-            ),
-            os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
-            ballista_protocol_version: BALLISTA_PROTOCOL_VERSION,
-        };
-        let executor_runtime = runtime.clone();
-        let runtime_producer: RuntimeProducer = Arc::new(move |_| Ok(executor_runtime.clone()));
-        let state = SessionStateBuilder::new()
-            .with_config(config.clone())
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
-        let executor = Arc::new(Executor::with_default_execution_engine(
-            registration,
-            &work_dir,
-            runtime_producer,
-            config_producer,
-            Arc::new((&state).into()),
-            Arc::new(LoggingMetricsCollector::default()),
-            settings.parallelism,
-        ));
-        let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        tokio::spawn(
-            create_grpc_server(&GrpcServerConfig::default())
-                .add_service(flight)
-                .serve_with_incoming(crate::incoming(listener)),
-        );
-        let scheduler = SchedulerGrpcClient::connect(format!("http://{scheduler_addr}"))
-            .await
-            .map_err(|e| failed("executor", &e))?
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            external_host: "127.0.0.1".into(),
+            tasks: settings.parallelism,
+            work_dir,
+            config: config.clone(),
+            runtime,
+        })
+        .await
+        .map_err(|e| failed("executor", &e))?;
+        let executor_port = executor.flight_port;
         tokio::spawn(async move {
-            if let Err(e) = execution_loop::poll_loop(
-                scheduler,
-                executor,
-                codec,
-                None,
-                None,
-                ballista_executor::health::ExecutorHealth::new(),
-            )
-            .await
-            {
-                tracing::error!("the embedded Ballista executor stopped: {e}");
+            match executor.pull_loop.await {
+                Ok(Err(e)) => tracing::error!("the embedded Ballista executor stopped: {e}"),
+                Err(e) => tracing::error!("the embedded Ballista executor stopped: {e}"),
+                Ok(Ok(())) => {}
             }
         });
         tracing::info!(
@@ -237,8 +225,28 @@ impl Cluster {
             server,
             config,
             planner,
-            local: Some(Arc::new((executor_id, local_dir))),
+            local: Some(Arc::new((executor.id, executor.work_dir))),
+            ballista_addr: scheduler_addr,
         })
+    }
+
+    /// Where Ballista's scheduler gRPC listens (executors register there).
+    pub fn ballista_addr(&self) -> std::net::SocketAddr {
+        self.ballista_addr
+    }
+
+    /// Whether this process runs no executor of its own (cluster mode).
+    pub fn is_distributed(&self) -> bool {
+        self.local.is_none()
+    }
+
+    /// Run a plan in this process, outside Ballista, and collect its (small) output: for
+    /// the online load in cluster mode, whose store (the embedded one) lives here.
+    pub async fn collect_here(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
+        let context = self.planner.ctx().task_ctx();
+        datafusion::physical_plan::collect(plan, context)
+            .await
+            .map_err(|e| job_failure(&e.to_string()))
     }
 
     /// The planner jobs build their plans with.
@@ -271,6 +279,26 @@ impl Cluster {
             partitions,
             local: self.local.clone(),
         })
+    }
+}
+
+/// Log each change of the executors registered with the scheduler (cluster mode), so an
+/// operator sees them join and leave: `executors changed registered=2 ...`.
+async fn log_executors(server: Server) {
+    let mut last: Option<Vec<String>> = None;
+    loop {
+        if let Ok(state) = server.state.executor_manager.get_executors_state().await {
+            let mut ids: Vec<String> = state
+                .iter()
+                .map(|(meta, _, _)| format!("{}@{}:{}", meta.id, meta.host, meta.port))
+                .collect();
+            ids.sort();
+            if last.as_ref() != Some(&ids) {
+                tracing::info!(registered = ids.len(), executors = ?ids, "executors changed");
+                last = Some(ids);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -70,6 +70,22 @@ pub struct Args {
     /// in memory, else the sort-merge join), `sort_merge` or `spine_index`.
     #[arg(long, env = "FTAB_TRAINING_SET_JOIN", value_name = "JOIN")]
     pub training_set_join: Option<String>,
+
+    /// Cluster mode: serve Ballista's scheduler gRPC on HOST:PORT for `ftab-executor`
+    /// processes, and run no executor in this process. Port 0 picks a free port (printed at
+    /// start). Without it the scheduler runs its own executor (standalone).
+    #[arg(long, env = "FTAB_CLUSTER_ADDR", value_name = "HOST:PORT")]
+    pub cluster_addr: Option<SocketAddr>,
+
+    /// The online store: `embedded` (a file under the data directory, served by this
+    /// process) or `none` (online tables are refused at ingest).
+    #[arg(long, env = "FTAB_ONLINE_STORE", value_name = "STORE")]
+    pub online_store: Option<String>,
+
+    /// Cluster mode: how long an executor may be silent before it is taken for dead and
+    /// its tasks run elsewhere, e.g. `30s` (at least 10s: a busy executor polls every 5s).
+    #[arg(long, env = "FTAB_EXECUTOR_TIMEOUT", value_name = "DURATION")]
+    pub executor_timeout: Option<String>,
 }
 
 /// The settings a config file may hold. Unknown keys are refused, so a typo is caught.
@@ -85,6 +101,30 @@ struct FileConfig {
     spine_ttl: Option<String>,
     training_set_retention: Option<String>,
     training_set_join: Option<String>,
+    cluster_addr: Option<SocketAddr>,
+    online_store: Option<String>,
+    executor_timeout: Option<String>,
+}
+
+/// Which online store a scheduler serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlineStoreChoice {
+    /// A redb file under the data directory, written and read by this process.
+    Embedded,
+    /// No online store: online tables are refused at ingest.
+    None,
+}
+
+impl std::str::FromStr for OnlineStoreChoice {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "embedded" => Ok(Self::Embedded),
+            "none" => Ok(Self::None),
+            other => Err(format!("unknown online store `{other}`; use embedded or none")),
+        }
+    }
 }
 
 /// The resolved configuration of one scheduler process.
@@ -105,6 +145,11 @@ pub struct SchedulerConfig {
     pub training_set_retention: Duration,
     /// Which as-of join training sets use.
     pub training_set_join: JoinChoice,
+    /// Cluster mode: where Ballista's scheduler gRPC listens for `ftab-executor`s.
+    pub cluster_addr: Option<SocketAddr>,
+    pub online_store: OnlineStoreChoice,
+    /// How long an executor may be silent before it is taken for dead.
+    pub executor_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -122,6 +167,9 @@ impl Default for SchedulerConfig {
             training_set_retention: parse_duration(defaults::TRAINING_SET_RETENTION)
                 .expect("the default retention parses"),
             training_set_join: JoinChoice::Auto,
+            cluster_addr: None,
+            online_store: OnlineStoreChoice::Embedded,
+            executor_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -132,40 +180,7 @@ fn default_parallelism() -> usize {
         .unwrap_or(2)
 }
 
-/// A quarter of the machine's memory (Linux), or 4 GiB where it cannot be read.
-fn default_memory_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|kib| kib * 1024)
-        });
-    total.map(|t| t / 4).unwrap_or(4 << 30)
-}
-
-/// `4GiB`, `512MiB`, `1G`, `65536` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "invalid size `{text}`; write a number with an optional unit, e.g. 4GiB, 512MiB or 1073741824"
-        )
-    };
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(factor).ok_or_else(bad)
-}
+pub use ftab_engine::runtime::{default_memory_limit, parse_size};
 
 /// `30s`, `15m`, `24h`, `7d` (the units of a feature table's ttl).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -235,7 +250,25 @@ impl SchedulerConfig {
                     .map_err(|e| format!("training_set_join: {e}"))?,
                 None => defaults.training_set_join,
             },
+            cluster_addr: args.cluster_addr.or(file.cluster_addr),
+            online_store: match args.online_store.or(file.online_store) {
+                Some(text) => text.parse().map_err(|e| format!("online_store: {e}"))?,
+                None => defaults.online_store,
+            },
+            executor_timeout: match args.executor_timeout.or(file.executor_timeout) {
+                Some(text) => {
+                    let timeout = parse_keep("executor_timeout", &text)?;
+                    if timeout < Duration::from_secs(10) {
+                        return Err(format!(
+                            "executor_timeout: `{text}` is shorter than 10s; a busy executor reports only every 5s"
+                        ));
+                    }
+                    timeout
+                }
+                None => defaults.executor_timeout,
+            },
         })
+        .and_then(|config: Self| config.check_distributed().map(|()| config))
         .and_then(|config: Self| {
             let floor = config.parallelism as u64 * ftab_engine::plan::MIN_MEMORY_PER_PARTITION;
             if config.memory_limit < floor {
@@ -250,6 +283,47 @@ impl SchedulerConfig {
             }
             Ok(config)
         })
+    }
+
+    /// Refuse what cannot work when executors run in other processes: a `memory://` store
+    /// (it lives in one process), and, when executors may be on other hosts (the cluster
+    /// address is not loopback), a local-path store or the embedded online store.
+    fn check_distributed(&self) -> Result<(), String> {
+        let Some(addr) = self.cluster_addr else {
+            return Ok(());
+        };
+        let location = self.storage_location();
+        let scheme = url::Url::parse(&location)
+            .ok()
+            .filter(|u| u.scheme().len() > 1)
+            .map(|u| u.scheme().to_string());
+        if scheme.as_deref() == Some("memory") {
+            return Err(format!(
+                "storage `{location}` is an in-memory store, which executors in other processes cannot see; \
+                 in cluster mode use s3://, gs:// or az:// (or a local path with a loopback --cluster-addr)"
+            ));
+        }
+        if addr.ip().is_loopback() {
+            // Executors can only reach a loopback address from this host: they share its
+            // disk, and the online load runs in this process.
+            return Ok(());
+        }
+        if scheme.is_none() || scheme.as_deref() == Some("file") {
+            return Err(format!(
+                "storage `{location}` is a local path, but --cluster-addr {addr} lets executors on other hosts join, \
+                 and they cannot read this machine's disk; use an object store every host reaches \
+                 (--storage s3://BUCKET/PREFIX, gs://, az://), or a loopback --cluster-addr for a one-host cluster"
+            ));
+        }
+        if self.online_store == OnlineStoreChoice::Embedded {
+            return Err(format!(
+                "the embedded online store lives in this process's data directory, but --cluster-addr {addr} lets \
+                 executors on other hosts join, and online loads would have to pass through this process; \
+                 start with --online-store none (tables with online = true are then refused at ingest) until a \
+                 networked online store is configured, or use a loopback --cluster-addr for a one-host cluster"
+            ));
+        }
+        Ok(())
     }
 
     pub fn catalog_path(&self) -> PathBuf {
@@ -406,6 +480,61 @@ mod tests {
         })
         .unwrap();
         assert_eq!(config.training_set_join, JoinChoice::SortMerge);
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_distributed_are_refused() {
+        let cluster = |addr: &str, storage: Option<&str>, online: Option<&str>| {
+            SchedulerConfig::resolve(Args {
+                cluster_addr: Some(addr.parse().unwrap()),
+                storage: storage.map(str::to_string),
+                online_store: online.map(str::to_string),
+                ..Args::default()
+            })
+        };
+        // One host: a local path and the embedded online store are fine.
+        let config = cluster("127.0.0.1:0", None, None).unwrap();
+        assert_eq!(config.online_store, OnlineStoreChoice::Embedded);
+        cluster("127.0.0.1:50050", Some("file:///srv/ftab"), None).unwrap();
+        // Other hosts cannot read this machine's disk.
+        let err = cluster("0.0.0.0:50050", None, Some("none")).unwrap_err();
+        assert!(
+            err.contains("is a local path") && err.contains("--storage s3://BUCKET/PREFIX"),
+            "{err}"
+        );
+        let err = cluster("10.0.0.5:50050", Some("file:///srv/ftab"), Some("none")).unwrap_err();
+        assert!(err.contains("is a local path"), "{err}");
+        // ... nor reach the embedded online store.
+        let err = cluster("0.0.0.0:50050", Some("s3://bucket/ftab"), None).unwrap_err();
+        assert!(
+            err.contains("embedded online store") && err.contains("--online-store none"),
+            "{err}"
+        );
+        cluster("0.0.0.0:50050", Some("s3://bucket/ftab"), Some("none")).unwrap();
+        // An in-memory store exists in one process only.
+        let err = cluster("127.0.0.1:0", Some("memory:///"), None).unwrap_err();
+        assert!(err.contains("in-memory store"), "{err}");
+        // Standalone takes all of them.
+        SchedulerConfig::resolve(Args {
+            storage: Some("memory:///".into()),
+            ..Args::default()
+        })
+        .unwrap();
+        let err = SchedulerConfig::resolve(Args {
+            online_store: Some("redis".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("online_store: unknown online store `redis`; use embedded or none"),
+            "{err}"
+        );
+        let err = SchedulerConfig::resolve(Args {
+            executor_timeout: Some("3s".into()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("shorter than 10s"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use object_store::path::Path;
 use tokio::sync::Notify;
 
 use ftab_engine::content_hash::ContentHash;
+use ftab_engine::online::OnlineStore;
 use ftab_engine::storage::ObjectStorage;
 use ftab_engine::validate::IngestValidator;
 use ftab_model::ids::{IngestId, JobId};
@@ -39,14 +40,22 @@ pub struct Ingests {
     catalog: Catalog,
     storage: ObjectStorage,
     jobs_waiting: Arc<Notify>,
+    /// Why online tables cannot be ingested here, when this scheduler has no online store.
+    online_unavailable: Option<String>,
 }
 
 impl Ingests {
-    pub fn new(catalog: Catalog, storage: ObjectStorage, jobs_waiting: Arc<Notify>) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        storage: ObjectStorage,
+        jobs_waiting: Arc<Notify>,
+        online: &dyn OnlineStore,
+    ) -> Self {
         Self {
             catalog,
             storage,
             jobs_waiting,
+            online_unavailable: online.unavailable().map(str::to_string),
         }
     }
 
@@ -70,6 +79,14 @@ impl Ingests {
             )));
         }
         let table = find_table(&state, &command.table)?.clone();
+        if table.online
+            && let Some(reason) = &self.online_unavailable
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "feature table `{}` is online (online = true), and {reason}; nothing was ingested",
+                table.name
+            )));
+        }
         let generation = self
             .catalog
             .storage_generation(&state.name, &table.name)

@@ -13,7 +13,8 @@
 //!    for that transaction, so the rows are never committed twice; files of an attempt
 //!    that did not commit are never part of the table.
 //! 2. `online_load`: executors write the latest row per key to the online store by the
-//!    newer-only rule (safe to repeat: an equal (timestamp, seq) is not newer).
+//!    newer-only rule (safe to repeat: an equal (timestamp, seq) is not newer). In cluster
+//!    mode the embedded store's load runs in the scheduler's process, which holds it.
 //!
 //! A failed attempt is retried with exponential backoff; a scheduler stopped mid-job queues
 //! the job again at start and it resumes at its first step not done. Cancellation is
@@ -619,7 +620,14 @@ impl IngestStep<'_> {
         let plan = OnlineLoadExec::try_new(scan, spec)
             .and_then(|node| planner.optimize(Arc::new(node)))
             .map_err(|e| failed("cannot plan the online load", e))?;
-        let batches = self.run("online load", plan).await?;
+        // The embedded online store lives in this process; in cluster mode its load runs
+        // here (reading the latest rows the executors wrote) rather than on an executor
+        // that cannot reach it (docs/cluster.md).
+        let batches = if self.runner.cluster.is_distributed() {
+            self.runner.cluster.collect_here(plan).await?
+        } else {
+            self.run("online load", plan).await?
+        };
         let sum =
             |name| sum_column(&batches, name).map_err(|e| failed("bad online load output", e));
         counts.online_rows_written = sum("written")?;

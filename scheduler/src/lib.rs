@@ -23,10 +23,8 @@ pub mod workspaces;
 use std::future::Future;
 use std::sync::Arc;
 
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use ftab_engine::online::OnlineStore;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use ftab_engine::online::{Disabled, OnlineStore};
 use ftab_engine::online::embedded::EmbeddedStore;
 use ftab_engine::storage::{ObjectStorage, StorageLayout};
 use tokio::net::TcpListener;
@@ -34,6 +32,7 @@ use tokio::sync::{Notify, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::SchedulerConfig;
+use config::OnlineStoreChoice;
 pub use error::{Error, Result};
 
 use crate::catalog::Catalog;
@@ -80,30 +79,40 @@ impl Scheduler {
             .await
             .map_err(|e| Error::Internal(format!("catalog open task failed: {e}")))??;
         let objects = storage.open()?;
-        let online_path = config.online_store_path();
-        let online = tokio::task::spawn_blocking(move || EmbeddedStore::open(&online_path))
-            .await
-            .map_err(|e| Error::Internal(format!("online store open task failed: {e}")))?
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        let online: Arc<dyn OnlineStore> = match config.online_store {
+            OnlineStoreChoice::Embedded => {
+                let online_path = config.online_store_path();
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&online_path))
+                    .await
+                    .map_err(|e| Error::Internal(format!("online store open task failed: {e}")))?
+                    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+                Arc::new(store)
+            }
+            OnlineStoreChoice::None => Arc::new(Disabled(
+                "this scheduler has no online store (it was started with --online-store none)"
+                    .into(),
+            )),
+        };
         tracing::info!(
             data_dir = %config.data_dir.display(),
             storage = %storage.root(),
-            online_store = %config.online_store_path().display(),
+            online_store = ?config.online_store,
             "catalog, object store and online store open"
         );
         let swept = leftovers::sweep(&catalog, &storage, &objects).await;
         if swept != leftovers::Swept::default() {
             tracing::info!(?swept, "removed what earlier runs left behind");
         }
-        let online: Arc<dyn OnlineStore> = Arc::new(online);
         let runtime = runtime_env(&config, &objects)?;
-        let cluster = Cluster::start_standalone(
+        let cluster = Cluster::start(
             ClusterSettings {
                 parallelism: config.parallelism,
                 work_dir: config.ballista_dir(),
                 result_retention: config.training_set_retention,
                 memory_limit: config.memory_limit,
                 join: config.training_set_join,
+                cluster_addr: config.cluster_addr,
+                executor_timeout: config.executor_timeout,
             },
             runtime,
             online.clone(),
@@ -129,6 +138,11 @@ impl Scheduler {
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
+    }
+
+    /// Where Ballista's scheduler gRPC listens for executors.
+    pub fn ballista_addr(&self) -> std::net::SocketAddr {
+        self.cluster.ballista_addr()
     }
 
     pub fn storage(&self) -> &StorageLayout {
@@ -184,7 +198,12 @@ impl Scheduler {
         let runner = tokio::spawn(runner.run(jobs_stopped));
         let handler = FlightHandler::new(
             self.workspaces,
-            Ingests::new(self.catalog.clone(), self.objects.clone(), waiting.clone()),
+            Ingests::new(
+                self.catalog.clone(),
+                self.objects.clone(),
+                waiting.clone(),
+                self.online.as_ref(),
+            ),
             Jobs::new(self.catalog.clone(), waiting),
             online::OnlineReads::new(self.catalog, self.online.clone()),
             training_sets,
@@ -227,34 +246,15 @@ pub(crate) fn incoming(
     })
 }
 
-/// The DataFusion runtime of every job in this process: ftab's object store registered,
-/// memory bounded by the configured limit (sorts spill beyond it) into `<data-dir>/spill`.
+/// The DataFusion runtime of every job in this process (`ftab_engine::runtime`), with
+/// ftab's own object store registered.
 fn runtime_env(config: &SchedulerConfig, objects: &ObjectStorage) -> Result<Arc<RuntimeEnv>> {
-    let spill = config.spill_dir();
-    if spill.exists() {
-        let _ = std::fs::remove_dir_all(&spill);
-    }
-    std::fs::create_dir_all(&spill).map_err(|e| {
-        Error::FailedPrecondition(format!("cannot create {}: {e}", spill.display()))
-    })?;
-    // A fair pool: concurrent sorts each get their share before they must spill (the
-    // greedy default lets the first one take everything).
-    let pool = TrackConsumersPool::new(
-        FairSpillPool::new(config.memory_limit as usize),
-        std::num::NonZeroUsize::new(5).expect("5 is not zero"),
-    );
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(pool))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default()
-                .with_mode(DiskManagerMode::Directories(vec![spill]))
-                .with_max_spill_merge_fan_in(ftab_engine::plan::max_spill_merge_fan_in(
-                    config.parallelism,
-                    config.memory_limit,
-                )),
-        )
-        .build_arc()
-        .map_err(|e| Error::Internal(format!("cannot build the job runtime: {e}")))?;
+    let runtime = ftab_engine::runtime::job_runtime(&ftab_engine::runtime::RuntimeSettings {
+        memory_limit: config.memory_limit,
+        parallelism: config.parallelism,
+        spill_dir: config.spill_dir(),
+    })
+    .map_err(|e| Error::FailedPrecondition(format!("cannot build the job runtime: {e}")))?;
     runtime.register_object_store(objects.base_url(), objects.store.clone());
     Ok(runtime)
 }

@@ -46,8 +46,12 @@ async fn run(config: SchedulerConfig) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     // One line on stdout when ready, for people and for scripts that wait on it.
+    let cluster = match scheduler.config().cluster_addr {
+        Some(_) => format!(" cluster={}", scheduler.ballista_addr()),
+        None => String::new(),
+    };
     println!(
-        "ftab-scheduler ready: flight=http://{addr} data_dir={}",
+        "ftab-scheduler ready: flight=http://{addr} data_dir={}{cluster}",
         scheduler.config().data_dir.display()
     );
     scheduler.serve(listener, shutdown_signal()).await?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use ftab_engine::online::{KeyValue, OnlineStore, OnlineTable, format_micros};
+use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable, format_micros};
 use ftab_model::protocol::{GetOnlineRequest, GetOnlineResponse};
 
 use crate::catalog::Catalog;
@@ -74,7 +74,10 @@ impl OnlineReads {
             .store
             .read(&online_table, &[key], Utc::now().timestamp_micros())
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(|e| match e {
+                OnlineError::Unavailable(reason) => Error::FailedPrecondition(reason),
+                other => Error::Internal(other.to_string()),
+            })?;
         let record = records.into_iter().next().flatten();
         Ok(GetOnlineResponse {
             workspace: state.name.clone(),

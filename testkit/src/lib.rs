@@ -1,6 +1,8 @@
-//! What ftab's tests and benchmarks share, with no dependencies: one seeded generator
-//! (so a randomized failure replays from its seed) and one walk over the files of a
-//! directory.
+//! What ftab's tests and benchmarks share: one seeded generator (so a randomized failure
+//! replays from its seed), one walk over the files of a directory, and a local S3 server
+//! ([`s3`]).
+
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 

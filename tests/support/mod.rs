@@ -44,6 +44,8 @@ pub struct SchedulerProcess {
     child: Option<Child>,
     pub url: String,
     pub data_dir: PathBuf,
+    /// In cluster mode, where executors register (`HOST:PORT`).
+    pub cluster_addr: Option<String>,
     stderr_log: PathBuf,
 }
 
@@ -56,15 +58,30 @@ impl SchedulerProcess {
 
     /// Start with extra environment variables (e.g. a failpoint).
     pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(data_dir, &[], env)
+    }
+
+    /// Start with extra flags (e.g. `--cluster-addr 127.0.0.1:0`) and environment
+    /// variables. The log is appended to, so a restarted scheduler's log follows the first.
+    pub fn start_with<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(K, V)],
+    ) -> Self {
         let stderr_log = data_dir.with_extension("scheduler.log");
-        let log = std::fs::File::create(&stderr_log).expect("create the scheduler log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_log)
+            .expect("create the scheduler log file");
         let mut child = Command::new(binary("ftab-scheduler"))
             .args(["--flight-addr", "127.0.0.1:0", "--log", "info"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env_remove("FTAB_CONFIG")
             .env_remove("FTAB_FAILPOINT")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -81,12 +98,16 @@ impl SchedulerProcess {
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = sender.send(url);
+                    let cluster = rest
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("cluster="))
+                        .map(str::to_string);
+                    let _ = sender.send((url, cluster));
                 }
             }
         });
-        let url = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(url) => url,
+        let (url, cluster_addr) = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(ready) => ready,
             Err(_) => {
                 let _ = child.kill();
                 let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
@@ -99,6 +120,7 @@ impl SchedulerProcess {
             child: Some(child),
             url,
             data_dir: data_dir.to_path_buf(),
+            cluster_addr,
             stderr_log,
         }
     }
@@ -157,6 +179,88 @@ impl SchedulerProcess {
 }
 
 impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running `ftab-executor` process, killed when dropped.
+pub struct ExecutorProcess {
+    child: Option<Child>,
+    /// The executor's id, as the scheduler knows it.
+    pub id: String,
+    log: PathBuf,
+}
+
+impl ExecutorProcess {
+    /// Start an executor on free loopback ports that registers with `scheduler`
+    /// (`HOST:PORT`), with `tasks` task slots, and wait until it is ready.
+    pub fn start<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        scheduler: &str,
+        work_dir: &Path,
+        tasks: usize,
+        env: &[(K, V)],
+    ) -> Self {
+        let log = work_dir.with_extension("executor.log");
+        let out = std::fs::File::create(&log).expect("create the executor log file");
+        let mut child = Command::new(binary("ftab-executor"))
+            .args(["--scheduler", scheduler, "--port", "0", "--grpc-port", "0"])
+            .args(["--tasks", &tasks.to_string(), "--memory-limit", "512MiB", "--log", "info"])
+            .arg("--work-dir")
+            .arg(work_dir)
+            .env_remove("FTAB_FAILPOINT")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start ftab-executor");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ftab-executor ready: id=") {
+                    let id = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = sender.send(id.to_string());
+                }
+            }
+        });
+        let id = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(id) => id,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "ftab-executor did not become ready within {START_TIMEOUT:?}; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        Self {
+            child: Some(child),
+            id,
+            log,
+        }
+    }
+
+    /// Kill the process with SIGKILL, as a crash would, and wait for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill the executor");
+            let _ = child.wait();
+        }
+    }
+
+    /// The executor's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ExecutorProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -5,6 +5,9 @@
 //! - [`storage`]: where data lives in the object store;
 //! - [`online`]: the online store (trait, embedded backend);
 //! - [`offline`]: the offline Delta tables: commits, snapshots, pruning;
+//! - [`executor`]: the Ballista executor that runs ftab's tasks, in-process or in
+//!   `ftab-executor`;
+//! - [`runtime`]: the DataFusion runtime tasks run in (memory, spill, object stores by URL);
 //! - [`plan`]: the physical plans of ftab's jobs (ingest, as-of join, training
 //!   sets) and [`codec`], which ships ftab's plan nodes to Ballista executors.
 //!
@@ -13,9 +16,11 @@
 
 pub mod codec;
 pub mod content_hash;
+pub mod executor;
 pub mod offline;
 pub mod online;
 pub mod plan;
+pub mod runtime;
 pub mod storage;
 pub mod validate;
 

@@ -90,8 +90,17 @@ impl StorageLayout {
     /// come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as object_store's
     /// builders name them.
     pub fn open(&self) -> Result<ObjectStorage, Error> {
+        self.open_with(env_options())
+    }
+
+    /// Open the object store with these options (object_store's keys, e.g.
+    /// `aws_endpoint`) instead of the environment's.
+    pub fn open_with(
+        &self,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ObjectStorage, Error> {
         let (store, root) =
-            object_store::parse_url_opts(&self.root, env_options()).map_err(|e| {
+            object_store::parse_url_opts(&self.root, options).map_err(|e| {
                 Error::StorageLocation {
                     location: self.root.to_string(),
                     reason: e.to_string(),

@@ -300,21 +300,17 @@ impl Spines {
         let mut base = url.clone();
         base.set_path("/");
         base.set_query(None);
-        let store: Arc<dyn ObjectStore> = if base == *self.objects.base_url() {
-            self.objects.store.clone()
-        } else {
-            let (store, _) =
-                object_store::parse_url_opts(&url, ftab_engine::storage::env_options())
-                    .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
-            let store: Arc<dyn ObjectStore> = Arc::from(store);
-            // Executors read the spine through the same runtime.
-            self.cluster
-                .planner()
-                .ctx()
-                .runtime_env()
-                .register_object_store(&base, store.clone());
-            store
-        };
+        // The runtime opens the store from the URL, as every executor's runtime does.
+        let store = self
+            .cluster
+            .planner()
+            .ctx()
+            .runtime_env()
+            .object_store(
+                datafusion::execution::object_store::ObjectStoreUrl::parse(base.as_str())
+                    .map_err(|e| invalid(format!("spine URI `{uri}`: {e}")))?,
+            )
+            .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
         let path = Path::from_url_path(url.path())
             .map_err(|e| invalid(format!("spine URI `{uri}`: {e}")))?;
         let mut paths = Vec::new();

@@ -64,9 +64,44 @@ pub async fn open(storage: &ObjectStorage, url: &Url) -> Result<Option<DeltaTabl
 }
 
 fn builder(storage: &ObjectStorage, url: &Url) -> Result<DeltaTableBuilder, Error> {
+    register_cloud_log_stores();
     Ok(DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| offline_error(url, e))?
         .with_storage_backend(storage.store.clone(), url.clone()))
+}
+
+/// delta-rs knows how to commit to `file://` and `memory://` tables only, unless built
+/// with its cloud features (which bring the AWS, Azure and Google SDKs). ftab hands it the
+/// object store itself, so all delta-rs needs for a cloud URL is a log store: its default
+/// one commits each version with a create-only put (`PutMode::Create`: `If-None-Match: *`
+/// on S3, preconditions on GCS and Azure), so of two writers racing for a version exactly
+/// one wins and the other retries at the next version (docs/offline-store.md).
+fn register_cloud_log_stores() {
+    use deltalake::logstore::{
+        LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+        logstore_factories,
+    };
+    #[derive(Debug)]
+    struct CreateOnlyPut;
+    impl LogStoreFactory for CreateOnlyPut {
+        fn with_options(
+            &self,
+            prefixed: ObjectStoreRef,
+            root: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<std::sync::Arc<dyn LogStore>> {
+            Ok(default_logstore(prefixed, root, location, options))
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for scheme in ["s3", "s3a", "gs", "az", "abfs", "abfss"] {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                logstore_factories().insert(url, std::sync::Arc::new(CreateOnlyPut));
+            }
+        }
+    });
 }
 
 /// The table property holding a bucketed table's bucket count.

@@ -126,6 +126,42 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// can open it again; later calls fail. Plan nodes may hold the store past a
     /// scheduler's shutdown (Ballista's in-process tasks outlive it), hence explicit.
     fn close(&self) {}
+
+    /// Why this store cannot be used, when it cannot ([`Disabled`]).
+    fn unavailable(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The online store of a process that has none (a scheduler started with
+/// `online_store = "none"`): every call fails with the reason, so nothing is skipped
+/// silently.
+#[derive(Debug)]
+pub struct Disabled(pub String);
+
+impl OnlineStore for Disabled {
+    fn write_latest<'a>(
+        &'a self,
+        _table: &'a OnlineTable,
+        _rows: &'a RecordBatch,
+        _seq: u64,
+        _now_micros: i64,
+    ) -> BoxFuture<'a, Result<WriteCounts, OnlineError>> {
+        Box::pin(async { Err(OnlineError::Unavailable(self.0.clone())) })
+    }
+
+    fn read<'a>(
+        &'a self,
+        _table: &'a OnlineTable,
+        _keys: &'a [Vec<KeyValue>],
+        _now_micros: i64,
+    ) -> BoxFuture<'a, Result<Vec<Option<OnlineRecord>>, OnlineError>> {
+        Box::pin(async { Err(OnlineError::Unavailable(self.0.clone())) })
+    }
+
+    fn unavailable(&self) -> Option<&str> {
+        Some(&self.0)
+    }
 }
 
 /// The online store of a process, as a DataFusion session extension: plan nodes that write

@@ -21,4 +21,7 @@ pub enum OnlineError {
     InvalidRows(String),
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// This process has no online store; the reason says why and what to change.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -117,3 +117,32 @@ mod tests {
         );
     }
 }
+
+/// Test hook: with `FTAB_FAILPOINT=slow_task:MS` in a process's environment, every task of
+/// ftab's writing and joining nodes it runs waits MS milliseconds before reading its
+/// input, so a test can kill an executor or the scheduler while a job's tasks run
+/// (tests/cluster.rs). Without it the stream is returned as it is.
+pub(crate) fn slowed_for_tests(
+    stream: datafusion::execution::SendableRecordBatchStream,
+) -> datafusion::execution::SendableRecordBatchStream {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let delay = *DELAY.get_or_init(|| {
+        std::env::var("FTAB_FAILPOINT")
+            .ok()
+            .and_then(|v| v.strip_prefix("slow_task:")?.parse().ok())
+    });
+    let Some(ms) = delay else {
+        return stream;
+    };
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let delayed = futures::stream::once(async move {
+        tracing::warn!(ms, "failpoint slow_task: delaying a task");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        stream
+    })
+    .flatten();
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, delayed),
+    )
+}

@@ -216,7 +216,8 @@ impl ExecutionPlan for AsOfJoinExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let spine = self.spine.execute(partition, context.clone())?;
+        let spine =
+            crate::plan::node::slowed_for_tests(self.spine.execute(partition, context.clone())?);
         let features = self.features.execute(partition, context.clone())?;
         let feature_schema = self.features.schema();
         let key_fields = self

@@ -113,7 +113,8 @@ impl ExecutionPlan for IngestWriteExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context.clone())?;
+        let input =
+            crate::plan::node::slowed_for_tests(self.input.execute(partition, context.clone())?);
         let writer =
             PartitionWriter::new(&self.spec, &self.columns, &self.input.schema(), &context)?;
         let stream = futures::stream::once(writer.run(input));
