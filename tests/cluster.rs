@@ -102,6 +102,36 @@ fn ingest(scheduler: &SchedulerProcess, table: &str, file: &str) {
         .ok();
 }
 
+/// Ingest the files at a URI in place and wait for the job.
+fn ingest_uri(scheduler: &SchedulerProcess, table: &str, uri: &str) {
+    scheduler
+        .ftab(&["ingest", "-w", "prod", "-t", table, "--uri", uri, "--wait"])
+        .ok();
+}
+
+/// A CSV text as JSON lines: numbers as numbers, the rest as strings.
+fn csv_to_json_lines(csv: &str) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let mut out = String::new();
+    for line in lines {
+        let fields: Vec<String> = header
+            .iter()
+            .zip(line.split(','))
+            .map(|(name, value)| {
+                let value = if value.parse::<f64>().is_ok() {
+                    value.to_string()
+                } else {
+                    format!("\"{value}\"")
+                };
+                format!("\"{name}\": {value}")
+            })
+            .collect();
+        out.push_str(&format!("{{{}}}\n", fields.join(", ")));
+    }
+    out
+}
+
 /// The training set's rows, sorted, as text.
 fn training_set(scheduler: &SchedulerProcess, spine: &str, out: &Path) -> Vec<String> {
     training_set_at(&scheduler.url, spine, out)
@@ -351,9 +381,26 @@ fn a_cluster_on_s3_gives_the_standalone_answer() {
     let cluster = Cluster::start(dir.path(), &s3, "plain", 2, &[]);
     let scheduler = cluster.scheduler();
     setup(scheduler);
-    for (table, file) in &work.files {
-        ingest(scheduler, table, file);
+    // Two ingests uploaded, two read in place from S3 by the executors: the second as two
+    // CSV files under a prefix (the later file wins ties, as later rows of one file do),
+    // the fourth as JSON lines.
+    let [first, second, third, stats] = &work.files[..] else {
+        panic!("four ingests");
+    };
+    ingest(scheduler, first.0, &first.1);
+    let text = std::fs::read_to_string(&second.1).unwrap();
+    let (header, rows) = text.split_once('\n').unwrap();
+    let lines: Vec<&str> = rows.lines().collect();
+    let (a, b) = lines.split_at(lines.len() / 2);
+    for (name, part) in [("part-1.csv", a), ("part-2.csv", b)] {
+        let local = write(dir.path(), name, &format!("{header}\n{}\n", part.join("\n")));
+        s3.put_file("plain", &format!("incoming/logins-2/{name}"), Path::new(&local));
     }
+    ingest_uri(scheduler, second.0, "s3://plain/incoming/logins-2/");
+    ingest(scheduler, third.0, &third.1);
+    let jsonl = write(dir.path(), "stats.jsonl", &csv_to_json_lines(&std::fs::read_to_string(&stats.1).unwrap()));
+    s3.put_file("plain", "incoming/stats.jsonl", Path::new(&jsonl));
+    ingest_uri(scheduler, stats.0, "s3://plain/incoming/stats.jsonl");
     let got = training_set(scheduler, &work.spine, &dir.path().join("cluster.parquet"));
     assert_eq!(got.len(), expected.training_set.len());
     assert!(got == expected.training_set, "the cluster's training set differs from standalone");
@@ -419,4 +466,55 @@ fn killed_executors_and_a_killed_scheduler_end_with_the_rows_of_a_clean_run() {
     let logins = delta_rows("s3://faults/ftab/offline/prod/user_login_counts/g1", &cluster.env);
     assert_eq!(logins.len(), expected.logins.len(), "rows lost or committed twice");
     assert!(logins == expected.logins, "the offline rows differ from a clean run");
+}
+
+/// What cannot work is refused at start with the reason, before anything is served.
+#[test]
+fn unusable_configurations_stop_the_processes_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |program: &str, args: &[&str], env: &[(String, String)]| {
+        let output = Command::new(ftab_e2e::binary(program))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("FTAB_CONFIG")
+            .output()
+            .expect("run the program");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    // Executors on other hosts cannot read a local path.
+    let (code, err) = run(
+        "ftab-scheduler",
+        &["--data-dir", data, "--cluster-addr", "0.0.0.0:0", "--online-store", "none"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a local path") && err.contains("s3://"), "{err}");
+
+    // A bucket that does not exist: named at start, with what to check.
+    let s3 = S3Server::start();
+    let (code, err) = run(
+        "ftab-scheduler",
+        &["--data-dir", data, "--flight-addr", "127.0.0.1:0", "--storage", "s3://no-such-bucket/ftab"],
+        &s3.env(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to the storage `s3://no-such-bucket/ftab/`")
+            && err.contains("check that the bucket exists"),
+        "{err}"
+    );
+
+    // An executor needs a scheduler address it can use.
+    let (code, err) = run("ftab-executor", &["--scheduler", "sched"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--scheduler `sched`: no port"), "{err}");
+    let (code, err) = run("ftab-executor", &["--scheduler", "sched:1", "--bind-host", "0.0.0.0"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("give --external-host"), "{err}");
 }

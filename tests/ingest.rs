@@ -525,3 +525,161 @@ fn a_restart_cleans_what_crashes_left_behind() {
         "{rows:?}"
     );
 }
+
+/// A Parquet file of user_login_counts rows `(user, hours ago, count_7d)`.
+fn logins_parquet(path: &std::path::Path, rows: &[(&str, i64, i64)]) {
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("user_login_count_7d", DataType::Int64, false),
+        Field::new("user_login_count_30d", DataType::Int64, false),
+    ]));
+    // Whole hours, so equal "hours ago" are equal timestamps.
+    let hour = |h: i64| (now / 3600 - h) * 3600 * 1_000_000;
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| (!r.0.is_empty()).then_some(r.0)),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| hour(r.1)))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2 * 10))),
+        ],
+    )
+    .unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn files_are_ingested_in_place_by_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let scheduler = SchedulerProcess::start(&data);
+    setup(&scheduler);
+    let by_uri = |uri: &str, extra: &[&str]| {
+        let mut args = vec!["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", "--uri", uri];
+        args.extend_from_slice(extra);
+        scheduler.ftab(&args)
+    };
+    // Refusals, as text on stderr.
+    let refused = |uri: &str, extra: &[&str]| {
+        let mut args = vec!["ingest", "-w", "prod", "-t", "user_login_counts", "--uri", uri];
+        args.extend_from_slice(extra);
+        scheduler.ftab(&args).fails_with(1).to_string()
+    };
+
+    // Two Parquet files under a prefix, in name order: the second rewrites u1 at the same
+    // time, and wins, as a later row of one upload would.
+    let incoming = dir.path().join("incoming");
+    logins_parquet(&incoming.join("a.parquet"), &[("u1", 30, 1), ("u2", 30, 2), ("u3", 29, 3)]);
+    logins_parquet(&incoming.join("b.parquet"), &[("u1", 30, 100), ("u4", 28, 4)]);
+    std::fs::write(incoming.join("README.txt"), "not data").unwrap();
+    let uri = incoming.to_str().unwrap().to_string() + "/";
+    let out = by_uri(&uri, &["--wait", "--idempotency-key", "day-1"]);
+    let line = out.json();
+    assert_eq!(line["rows"], 5, "{line}");
+    assert_eq!(line["job"]["state"], "succeeded", "{line}");
+    assert_eq!(line["job"]["counts"]["duplicates_dropped"], 1, "{line}");
+    assert_eq!(line["job"]["counts"]["offline_rows_committed"], 4, "{line}");
+    let got = scheduler
+        .ftab(&["--output", "json", "get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
+        .json();
+    assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 100]), "the later file wins: {got}");
+    // Staged data is gone once the job succeeded.
+    assert!(find_files(&data.join("store/staging"), "parquet").is_empty());
+
+    // The same key and the same files: the first ingest answers. Changed files: refused.
+    let again = by_uri(&uri, &["--idempotency-key", "day-1"]).json();
+    assert_eq!(again["ingest_id"], line["ingest_id"], "{again}");
+    assert_eq!(again["replayed"], true, "{again}");
+    logins_parquet(&incoming.join("b.parquet"), &[("u1", 30, 7)]);
+    let err = refused(&uri, &["--idempotency-key", "day-1"]);
+    assert!(err.contains("idempotency key `day-1` was already used") && err.contains("other files"), "{err}");
+
+    // A file with a null join key refuses the whole ingest, naming the file; nothing stays.
+    let bad = dir.path().join("bad");
+    logins_parquet(&bad.join("1.parquet"), &[("u5", 10, 5)]);
+    logins_parquet(&bad.join("2.parquet"), &[("u6", 10, 6), ("", 9, 7)]);
+    let err = refused(bad.to_str().unwrap(), &[]);
+    assert!(
+        err.contains("2.parquet") && err.contains("user_id") && err.contains("nothing was ingested"),
+        "{err}"
+    );
+    assert!(find_files(&data.join("store/staging"), "parquet").is_empty(), "nothing staged");
+
+    // What the URI holds must be one format, and there must be something.
+    std::fs::write(bad.join("3.csv"), "user_id,timestamp,user_login_count_7d,user_login_count_30d\n").unwrap();
+    let err = refused(bad.to_str().unwrap(), &[]);
+    assert!(err.contains("several formats (csv, parquet)") && err.contains("--format"), "{err}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = refused(empty.to_str().unwrap(), &[]);
+    assert!(err.contains("there are no Parquet, CSV or JSON files") && err.contains("at ingest URI"), "{err}");
+    let err = refused("relative/path/", &[]);
+    assert!(err.contains("neither a URL"), "{err}");
+    // A header-only CSV file holds no rows.
+    let err = refused(bad.join("3.csv").to_str().unwrap(), &[]);
+    assert!(err.contains("hold no rows"), "{err}");
+}
+
+/// Cancelling a job whose tasks are running stops them on the executor: the job ends
+/// cancelled long before its (slowed) tasks would have, and nothing is committed.
+#[test]
+fn cancelling_a_running_job_stops_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Every write task waits 60 s before it reads its input.
+    let scheduler = SchedulerProcess::start_with_env(&data, &[("FTAB_FAILPOINT", "slow_task:60000")]);
+    setup(&scheduler);
+    let file = write(
+        dir.path(),
+        "logins.csv",
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},1,2\n",
+            hours_ago(3)
+        ),
+    );
+    let out = scheduler.ftab(&["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", &file]);
+    let job_id = out.json()["job_id"].as_str().unwrap().to_string();
+    scheduler.wait_for_log("failpoint slow_task");
+    let started = std::time::Instant::now();
+    scheduler.ftab(&["jobs", "cancel", &job_id]).ok();
+    let job = poll_json(&scheduler, &["jobs", "show", &job_id], |j| {
+        j["state"] != "running" && j["state"] != "queued"
+    });
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the cancel waited for the tasks: {:?}",
+        started.elapsed()
+    );
+    scheduler.wait_for_log("task cancelled");
+    assert!(
+        !scheduler.log().contains("found=false"),
+        "a running task was not found to cancel:\n{}",
+        scheduler.log()
+    );
+    assert!(
+        find_files(&data.join("store/offline"), ".json").is_empty(),
+        "nothing committed"
+    );
+}

@@ -125,6 +125,8 @@ impl Running {
                     table: ftab_model::names::TableName::new(table)?,
                     idempotency_key,
                     drop_extra_columns: false,
+                    uri: None,
+                    format: None,
                 },
                 Box::new(batches),
                 std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),

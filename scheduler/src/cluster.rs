@@ -394,6 +394,29 @@ impl BallistaJob {
         }
     }
 
+    /// Cancel the job: Ballista stops scheduling its tasks and asks the executors to stop
+    /// the running ones (their `CancelTasks` service, `ftab_engine::executor`). Repeated
+    /// until the job's state is final, since a cancel that arrives while the job is still
+    /// being planned is not seen by Ballista.
+    pub async fn cancel(&self) {
+        for _ in 0..40 {
+            if let Err(e) = self.server.cancel_job(self.job_id.clone()).await {
+                tracing::warn!(job = %self.job_id, "cannot cancel a Ballista job: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let status = self.server.state.task_manager.get_job_status(&self.job_id).await;
+            if let Ok(Some(status)) = status
+                && matches!(
+                    status.status,
+                    Some(job_status::Status::Failed(_) | job_status::Status::Successful(_))
+                )
+            {
+                return;
+            }
+        }
+        tracing::warn!(job = %self.job_id, "the Ballista job did not end within 10 s of its cancellation");
+    }
+
     /// Remove the job's results from the executors now rather than after the retention.
     pub fn clean(&self) {
         self.server

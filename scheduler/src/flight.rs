@@ -80,6 +80,7 @@ impl FlightHandler {
             A::CancelJob(request) => json(&self.jobs.cancel(&request.job_id).await?),
             A::RetryJob(request) => json(&self.jobs.retry(&request.job_id).await?),
             A::GetOnline(request) => json(&self.online.get(request).await?),
+            A::Ingest(command) => json(&self.ingests.ingest_uri(command).await?),
         }
     }
 }

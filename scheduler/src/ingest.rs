@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use ftab_engine::plan::ingest::with_row_numbers;
 use ftab_engine::storage::scratch_parquet_writer;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
@@ -23,6 +23,7 @@ use ftab_model::protocol::{
     IngestCommand, IngestResult, MAX_IDEMPOTENCY_KEY_LEN, StepState, WorkspaceKind,
 };
 
+use crate::cluster::Cluster;
 use crate::catalog::{Catalog, KeyedIngest, NewIngest, Recorded};
 use crate::error::{Error, Result};
 use crate::workspaces::find_table;
@@ -37,8 +38,10 @@ pub const STEP_ONLINE_LOAD: &str = "online_load";
 /// Takes ingests in.
 #[derive(Clone)]
 pub struct Ingests {
-    catalog: Catalog,
-    storage: ObjectStorage,
+    pub(crate) catalog: Catalog,
+    pub(crate) storage: ObjectStorage,
+    /// Stages ingests by URI on the executors.
+    pub(crate) cluster: Cluster,
     jobs_waiting: Arc<Notify>,
     /// Why online tables cannot be ingested here, when this scheduler has no online store.
     online_unavailable: Option<String>,
@@ -48,12 +51,14 @@ impl Ingests {
     pub fn new(
         catalog: Catalog,
         storage: ObjectStorage,
+        cluster: Cluster,
         jobs_waiting: Arc<Notify>,
         online: &dyn OnlineStore,
     ) -> Self {
         Self {
             catalog,
             storage,
+            cluster,
             jobs_waiting,
             online_unavailable: online.unavailable().map(str::to_string),
         }
@@ -64,6 +69,56 @@ impl Ingests {
     where
         S: Stream<Item = Result<RecordBatch>> + Unpin + Send,
     {
+        if command.uri.is_some() {
+            return Err(Error::InvalidArgument(
+                "an ingest with `uri` reads its files in place and carries no data: send it as the DoAction `ingest`, not as a DoPut".into(),
+            ));
+        }
+        let target = self.target(&command).await?;
+        let (state, table) = (&target.state, &target.table);
+
+        if let Some(key) = &command.idempotency_key
+            && let Some(existing) = self
+                .catalog
+                .ingest_by_key(&state.name, &table.name, key)
+                .await?
+        {
+            // Read and hash the upload to its end, store nothing: a retry of the same rows
+            // is answered with the first ingest, different rows are refused.
+            let read = self
+                .read_upload(table, &state.definitions, &command, &mut batches, None)
+                .await?;
+            same_content(key, &table.name, &existing, &read)?;
+            tracing::info!(workspace = %state.name, table = %table.name, ingest_id = %existing.result.ingest_id, "idempotent replay");
+            return Ok(existing.result);
+        }
+
+        let ingest_id = IngestId::generate();
+        let prefix = self
+            .storage
+            .staging_prefix(&state.name, &table.name, &ingest_id);
+        let staged = self
+            .read_upload(
+                table,
+                &state.definitions,
+                &command,
+                &mut batches,
+                Some(&prefix),
+            )
+            .await;
+        let read = match staged {
+            Ok(read) => read,
+            Err(error) => {
+                self.discard(&prefix).await;
+                return Err(error);
+            }
+        };
+        self.record(&target, &command, ingest_id, &prefix, read).await
+    }
+
+    /// The feature table an ingest goes to, after the checks every ingest passes: the key's
+    /// length, a live workspace, a table that exists, an online store if it is online.
+    pub(crate) async fn target(&self, command: &IngestCommand) -> Result<Target> {
         if let Some(key) = &command.idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
         {
@@ -91,45 +146,25 @@ impl Ingests {
             .catalog
             .storage_generation(&state.name, &table.name)
             .await?;
+        Ok(Target {
+            state,
+            table,
+            generation,
+        })
+    }
 
-        if let Some(key) = &command.idempotency_key
-            && let Some(existing) = self
-                .catalog
-                .ingest_by_key(&state.name, &table.name, key)
-                .await?
-        {
-            // Read and hash the upload to its end, store nothing: a retry of the same rows
-            // is answered with the first ingest, different rows are refused.
-            let read = self
-                .read_upload(&table, &state.definitions, &command, &mut batches, None)
-                .await?;
-            same_content(key, &table.name, &existing, &read)?;
-            tracing::info!(workspace = %state.name, table = %table.name, ingest_id = %existing.result.ingest_id, "idempotent replay");
-            return Ok(existing.result);
-        }
-
-        let ingest_id = IngestId::generate();
+    /// Record a staged ingest and queue its job. The staged data is removed if it cannot
+    /// be recorded, or if the same key was recorded meanwhile (then that ingest answers).
+    pub(crate) async fn record(
+        &self,
+        target: &Target,
+        command: &IngestCommand,
+        ingest_id: IngestId,
+        prefix: &Path,
+        read: ReadUpload,
+    ) -> Result<IngestResult> {
+        let (state, table) = (&target.state, &target.table);
         let job_id = JobId::generate();
-        let prefix = self
-            .storage
-            .staging_prefix(&state.name, &table.name, &ingest_id);
-        let staged = self
-            .read_upload(
-                &table,
-                &state.definitions,
-                &command,
-                &mut batches,
-                Some(&prefix),
-            )
-            .await;
-        let read = match staged {
-            Ok(read) => read,
-            Err(error) => {
-                self.discard(&prefix).await;
-                return Err(error);
-            }
-        };
-
         let mut steps = BTreeMap::new();
         steps.insert(
             STEP_OFFLINE_COMMIT.to_string(),
@@ -154,7 +189,7 @@ impl Ingests {
                 job_id,
                 workspace: state.name.clone(),
                 table: table.name.clone(),
-                generation,
+                generation: target.generation,
                 idempotency_key: command.idempotency_key.clone(),
                 content_hash: read.content_hash.clone(),
                 rows: read.rows,
@@ -169,14 +204,14 @@ impl Ingests {
                 Ok(result)
             }
             Ok(Recorded::Replayed(existing)) => {
-                // The same key was recorded while this upload was staged.
-                self.discard(&prefix).await;
+                // The same key was recorded while this ingest was staged.
+                self.discard(prefix).await;
                 let key = command.idempotency_key.as_deref().unwrap_or_default();
                 same_content(key, &table.name, &existing, &read)?;
                 Ok(existing.result)
             }
             Err(error) => {
-                self.discard(&prefix).await;
+                self.discard(prefix).await;
                 Err(error)
             }
         }
@@ -235,7 +270,8 @@ impl Ingests {
             let Some(prefix) = stage_under else {
                 continue;
             };
-            let converted = with_row_numbers(converted, first_row)?;
+            let converted = with_row_numbers(converted, first_row)
+                .map_err(|e| Error::Internal(format!("cannot number the ingest's rows: {e}")))?;
             let writer = match &mut writer {
                 Some(w) => w,
                 None => writer.insert(self.parquet_writer(prefix, converted.schema())?),
@@ -276,23 +312,31 @@ impl Ingests {
     }
 
     /// Remove whatever a refused or failed ingest staged.
-    async fn discard(&self, prefix: &Path) {
+    pub(crate) async fn discard(&self, prefix: &Path) {
         if let Err(e) = self.storage.delete_prefix(prefix).await {
             tracing::warn!(%prefix, "cannot remove refused ingest's staged data: {e}");
         }
     }
 }
 
-/// What reading an upload found.
-struct ReadUpload {
-    rows: u64,
-    /// With an idempotency key, the hash of the validated rows.
-    content_hash: Option<String>,
+/// What reading an upload (or staging the files of a URI) found.
+pub(crate) struct ReadUpload {
+    pub rows: u64,
+    /// With an idempotency key, the hash of the validated rows (of an ingest by URI: of the
+    /// files' names, sizes and versions).
+    pub content_hash: Option<String>,
+}
+
+/// The feature table an ingest goes to.
+pub(crate) struct Target {
+    pub state: crate::catalog::WorkspaceState,
+    pub table: ftab_model::definitions::FeatureTable,
+    pub generation: u64,
 }
 
 /// Refuses an upload sent under an idempotency key already used for other rows. Ingests
 /// recorded before content hashes were kept replay without a check.
-fn same_content(
+pub(crate) fn same_content(
     key: &str,
     table: &ftab_model::names::TableName,
     existing: &KeyedIngest,
@@ -308,23 +352,6 @@ fn same_content(
         )));
     }
     Ok(())
-}
-
-/// Add `_row`, each row's position in the ingest: the last tie-breaker of the write order.
-fn with_row_numbers(batch: RecordBatch, first_row: u64) -> Result<RecordBatch> {
-    let rows =
-        Int64Array::from_iter_values((0..batch.num_rows() as i64).map(|i| first_row as i64 + i));
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_row", DataType::Int64, false));
-    let mut columns = batch.columns().to_vec();
-    columns.push(Arc::new(rows));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| Error::Internal(format!("cannot number the ingest's rows: {e}")))
 }
 
 fn invalid(error: ftab_engine::validate::ValidationError) -> Error {

@@ -17,8 +17,9 @@
 //!    mode the embedded store's load runs in the scheduler's process, which holds it.
 //!
 //! A failed attempt is retried with exponential backoff; a scheduler stopped mid-job queues
-//! the job again at start and it resumes at its first step not done. Cancellation is
-//! checked between steps.
+//! the job again at start and it resumes at its first step not done. A cancel request is
+//! checked between steps and while a step's Ballista job runs: that job is cancelled and
+//! its running tasks stopped on the executors.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -451,12 +452,30 @@ impl IngestStep<'_> {
         let name = self.job_name(what);
         let job = self.runner.cluster.submit(&name, plan).await?;
         let job_id = self.job_id;
-        let batches = job
-            .collect(|p| {
-                tracing::debug!(%job_id, step = what, stages_done = p.stages_done, stages = p.stages, "progress");
-            })
-            .await?;
-        Ok(batches)
+        let collect = job.collect(|p| {
+            tracing::debug!(%job_id, step = what, stages_done = p.stages_done, stages = p.stages, "progress");
+        });
+        // A cancel request stops the Ballista job's running tasks, not only the next step.
+        tokio::select! {
+            batches = collect => Ok(batches?),
+            () = self.cancel_requested() => {
+                tracing::info!(%job_id, step = what, "cancelling the running Ballista job");
+                job.cancel().await;
+                Err(Stop::Cancelled)
+            }
+        }
+    }
+
+    /// Resolves when the job's cancellation is requested (checked four times a second).
+    async fn cancel_requested(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match self.runner.catalog.job(&self.job_id).await {
+                Ok(job) if job.cancel_requested => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job_id = %self.job_id, "cannot read the job's cancel flag: {e}"),
+            }
+        }
     }
 
     fn offline_url(&self) -> url::Url {

@@ -11,8 +11,10 @@ pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod files_at;
 pub mod flight;
 pub mod ingest;
+pub mod ingest_uri;
 pub mod ipc_file;
 pub mod jobs;
 pub mod leftovers;
@@ -99,6 +101,7 @@ impl Scheduler {
             online_store = ?config.online_store,
             "catalog, object store and online store open"
         );
+        probe_storage(&storage, &objects).await?;
         let swept = leftovers::sweep(&catalog, &storage, &objects).await;
         if swept != leftovers::Swept::default() {
             tracing::info!(?swept, "removed what earlier runs left behind");
@@ -201,6 +204,7 @@ impl Scheduler {
             Ingests::new(
                 self.catalog.clone(),
                 self.objects.clone(),
+                self.cluster.clone(),
                 waiting.clone(),
                 self.online.as_ref(),
             ),
@@ -244,6 +248,46 @@ pub(crate) fn incoming(
         }
         accepted
     })
+}
+
+/// Write, read back and delete one small object under the storage root, so that a missing
+/// bucket, wrong credentials or an unreachable endpoint stop the scheduler at start with
+/// the reason, not the first ingest with an internal error.
+async fn probe_storage(layout: &StorageLayout, objects: &ObjectStorage) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let path = objects
+        .root_path()
+        .join("_ftab")
+        .join(format!("probe-{}", uuid::Uuid::new_v4()));
+    let unusable = |what: &str, e: object_store::Error| {
+        let hint = match layout.root().scheme() {
+            "s3" | "s3a" => "; check that the bucket exists and the AWS_* variables (credentials, AWS_REGION, AWS_ENDPOINT for S3-compatible stores) are right",
+            "gs" => "; check that the bucket exists and GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS) is right",
+            "az" | "abfs" | "abfss" => "; check that the container exists and the AZURE_* variables are right",
+            _ => "; check that the directory is writable",
+        };
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        Error::FailedPrecondition(format!(
+            "cannot {what} the storage `{}`: {first}{hint}",
+            layout.root()
+        ))
+    };
+    objects
+        .store
+        .put(&path, bytes::Bytes::from_static(b"ftab").into())
+        .await
+        .map_err(|e| unusable("write to", e))?;
+    objects
+        .store
+        .get(&path)
+        .await
+        .map_err(|e| unusable("read from", e))?;
+    objects
+        .store
+        .delete(&path)
+        .await
+        .map_err(|e| unusable("delete from", e))?;
+    Ok(())
 }
 
 /// The DataFusion runtime of every job in this process (`ftab_engine::runtime`), with

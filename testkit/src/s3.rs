@@ -92,6 +92,25 @@ impl S3Server {
         );
     }
 
+    /// Upload a local file as `s3://bucket/key`, with boto3.
+    pub fn put_file(&self, bucket: &str, key: &str, file: &std::path::Path) {
+        let script = format!(
+            "import sys, boto3; boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').upload_file(sys.argv[1], '{bucket}', '{key}')",
+            self.endpoint
+        );
+        let output = Command::new("python3")
+            .args(["-c", &script])
+            .arg(file)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3 to upload a file ({e}). {INSTALL_HINT}"));
+        assert!(
+            output.status.success(),
+            "cannot upload {} to s3://{bucket}/{key}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -17,7 +17,8 @@ use crate::output::{self, OutputFormat, print};
 use crate::{ClientError, FtabClient};
 
 /// Push data files into a feature table: Parquet, CSV, JSON lines or Arrow IPC, one ingest
-/// per file, in the order given (a later file wins ties).
+/// per file, in the order given (a later file wins ties). With --uri, ingest files in an
+/// object store in place instead: the executors read them, nothing is uploaded.
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
@@ -26,8 +27,16 @@ pub struct IngestArgs {
     #[arg(long, short = 't')]
     pub table: TableName,
     /// Data files (.parquet, .csv, .jsonl, .arrow).
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(required_unless_present = "uri", conflicts_with = "uri", value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Ingest the files at this URI in place, as one ingest: one file, or every file of
+    /// the format under a prefix (s3://bucket/path/, gs://, az://, file:// or an absolute
+    /// path on the executors' machines).
+    #[arg(long, value_name = "URI")]
+    pub uri: Option<String>,
+    /// With --uri: the files' format, `parquet`, `csv` or `json` (default: from the names).
+    #[arg(long, requires = "uri", value_name = "FORMAT")]
+    pub format: Option<ftab_model::protocol::FileFormat>,
     /// Follow each ingest's job until it ends; exit 1 if it fails.
     #[arg(long)]
     pub wait: bool,
@@ -56,6 +65,9 @@ pub async fn run(
     args: IngestArgs,
     format: OutputFormat,
 ) -> Result<(), CliError> {
+    if let Some(uri) = args.uri.clone() {
+        return run_uri(client, args, uri, format).await;
+    }
     let listed = client.list_tables(Some(args.workspace.clone())).await?;
     let Some((_, schema)) = listed.into_iter().find(|(l, _)| l.table == args.table) else {
         // describe_table names the tables there are.
@@ -77,6 +89,8 @@ pub async fn run(
             table: args.table.clone(),
             idempotency_key: key,
             drop_extra_columns: args.drop_extra_columns,
+            uri: None,
+            format: None,
         };
         let rows = Arc::new(AtomicU64::new(0));
         let progress =
@@ -101,37 +115,73 @@ pub async fn run(
             }
             other => other,
         })?;
-        if format == OutputFormat::Text {
-            output::stdout(&format!(
-                "{}: {} {} rows as ingest {} (seq {}); job {}\n",
-                path.display(),
-                if result.replayed {
-                    "already ingested (same idempotency key):"
-                } else {
-                    "staged"
-                },
-                result.rows,
-                result.ingest_id,
-                result.seq,
-                result.job_id
-            ));
-        }
-        let job = if args.wait {
-            Some(jobs::follow(client, result.job_id, format).await?)
-        } else {
-            None
-        };
+        report(client, &path.display().to_string(), &result, args.wait, format).await?;
+    }
+    Ok(())
+}
+
+/// `ftab ingest --uri`: one ingest of the files at the URI, read in place.
+async fn run_uri(
+    client: &mut FtabClient,
+    args: IngestArgs,
+    uri: String,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    let command = IngestCommand {
+        workspace: args.workspace.clone(),
+        table: args.table.clone(),
+        idempotency_key: args.idempotency_key.clone(),
+        drop_extra_columns: args.drop_extra_columns,
+        uri: Some(uri.clone()),
+        format: args.format,
+    };
+    if format == OutputFormat::Text && std::io::stderr().is_terminal() {
+        eprintln!("staging the files at {uri} on the executors ...");
+    }
+    let result: IngestResult = client
+        .action(&ftab_model::protocol::Action::Ingest(command))
+        .await?;
+    report(client, &uri, &result, args.wait, format).await
+}
+
+/// Print an ingest's answer (text, or one JSON line with the job under `--wait`), follow
+/// its job if asked; exit 1 if the job failed.
+async fn report(
+    client: &mut FtabClient,
+    name: &str,
+    result: &IngestResult,
+    wait: bool,
+    format: OutputFormat,
+) -> Result<(), CliError> {
+    if format == OutputFormat::Text {
+        output::stdout(&format!(
+            "{name}: {} {} rows as ingest {} (seq {}); job {}\n",
+            if result.replayed {
+                "already ingested (same idempotency key):"
+            } else {
+                "staged"
+            },
+            result.rows,
+            result.ingest_id,
+            result.seq,
+            result.job_id
+        ));
+    }
+    let job = if wait {
+        Some(jobs::follow(client, result.job_id, format).await?)
+    } else {
+        None
+    };
+    if format == OutputFormat::Json {
         let line = Ingested {
-            file: path.display().to_string(),
-            result: &result,
+            file: name.to_string(),
+            result,
             job: job.as_ref(),
         };
-        if format == OutputFormat::Json {
-            print(format, &line, |_| String::new());
-        }
-        if let Some(job) = &job {
-            jobs::ended_well(job)?;
-        }
+        print(format, &line, |_| String::new());
+    }
+    if let Some(job) = &job {
+        jobs::ended_well(job)?;
     }
     Ok(())
 }

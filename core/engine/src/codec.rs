@@ -2,7 +2,7 @@
 //!
 //! Ballista ships plan stages to executors as protobuf; nodes DataFusion does not know are
 //! encoded by an extension codec. [`FtabCodec`] encodes ftab's nodes ([`AsOfJoinExec`],
-//! [`BucketMergeExec`], [`IngestWriteExec`], [`OnlineLoadExec`]) as tagged JSON of their specs (column names,
+//! [`BucketMergeExec`], [`IngestWriteExec`], [`OnlineLoadExec`], [`StageExec`]) as tagged JSON of their specs (column names,
 //! URLs, numbers; never data), and [`physical_codec`] composes it with Ballista's own codec.
 //! The scheduler, the in-process executor and `ftab-executor` must all use
 //! [`physical_codec`]: the position of each codec in the composition is part of the wire
@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::as_of_join::{AsOfJoinExec, AsOfJoinSpec};
 use crate::plan::bucket::{BucketMergeExec, BucketMergeSpec};
-use crate::plan::ingest::{IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec};
+use crate::plan::ingest::{
+    IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, StageExec, StageSpec,
+};
 
 /// Marks ftab's encoding, so foreign bytes are never mistaken for an ftab node.
 const MAGIC: &[u8] = b"ftab1:";
@@ -34,6 +36,7 @@ enum Node {
     BucketMerge(BucketMergeSpec),
     IngestWrite(IngestWriteSpec),
     OnlineLoad(OnlineLoadSpec),
+    Stage(Box<StageSpec>),
 }
 
 /// Encodes and decodes ftab's plan nodes (and only those).
@@ -67,6 +70,7 @@ impl PhysicalExtensionCodec for FtabCodec {
             Node::BucketMerge(spec) => Arc::new(BucketMergeExec::try_new(input(0)?, spec)?),
             Node::IngestWrite(spec) => Arc::new(IngestWriteExec::try_new(input(0)?, spec)?),
             Node::OnlineLoad(spec) => Arc::new(OnlineLoadExec::try_new(input(0)?, spec)?),
+            Node::Stage(spec) => Arc::new(StageExec::try_new(input(0)?, *spec)?),
         })
     }
 
@@ -84,6 +88,8 @@ impl PhysicalExtensionCodec for FtabCodec {
             Node::IngestWrite(write.spec().clone())
         } else if let Some(load) = node.downcast_ref::<OnlineLoadExec>() {
             Node::OnlineLoad(load.spec().clone())
+        } else if let Some(stage) = node.downcast_ref::<StageExec>() {
+            Node::Stage(Box::new(stage.spec().clone()))
         } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "{} is not an ftab plan node",

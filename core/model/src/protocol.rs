@@ -61,6 +61,7 @@ pub enum Action {
     CancelJob(JobRequest),
     RetryJob(JobRequest),
     GetOnline(GetOnlineRequest),
+    Ingest(IngestCommand),
 }
 
 /// The largest gRPC message either side of ftab's Flight service accepts: a feature
@@ -86,6 +87,10 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     (
         "get_online",
         "Read one entity's online record of a feature table (for inspection)",
+    ),
+    (
+        "ingest",
+        "Ingest the files at a URI (Parquet, CSV or JSON) into a feature table, read in place by the executors",
     ),
 ];
 
@@ -120,6 +125,7 @@ impl Action {
             Action::CancelJob(_) => "cancel_job",
             Action::RetryJob(_) => "retry_job",
             Action::GetOnline(_) => "get_online",
+            Action::Ingest(_) => "ingest",
         }
     }
 
@@ -499,7 +505,8 @@ pub struct TrainingSetTicket {
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
-/// DoPut `{"ingest": ...}`: push one dataframe into one feature table.
+/// DoPut `{"ingest": ...}`: push one dataframe into one feature table. As the DoAction
+/// `ingest`, with `uri`: ingest the files at the URI, read in place by the executors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestCommand {
@@ -511,6 +518,55 @@ pub struct IngestCommand {
     /// Drop columns the table does not have instead of refusing the ingest.
     #[serde(default)]
     pub drop_extra_columns: bool,
+    /// Files to ingest in place: one file, or every file of the format under a prefix
+    /// (`s3://bucket/path/`, `gs://`, `az://`, `file://` or an absolute path). Only with the
+    /// DoAction; a DoPut carries its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The files' format; by default, from the file names' extensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FileFormat>,
+}
+
+/// The format of files ingested by URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFormat {
+    Parquet,
+    /// With a header row.
+    Csv,
+    /// Newline-delimited JSON objects.
+    Json,
+}
+
+impl FileFormat {
+    /// The file name extensions of the format.
+    pub fn extensions(self) -> &'static [&'static str] {
+        match self {
+            FileFormat::Parquet => &[".parquet"],
+            FileFormat::Csv => &[".csv"],
+            FileFormat::Json => &[".json", ".jsonl", ".ndjson"],
+        }
+    }
+
+    /// The format a file name's extension says, if any.
+    pub fn of_file(name: &str) -> Option<Self> {
+        [FileFormat::Parquet, FileFormat::Csv, FileFormat::Json]
+            .into_iter()
+            .find(|f| f.extensions().iter().any(|e| name.ends_with(e)))
+    }
+}
+
+impl std::str::FromStr for FileFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "parquet" => Ok(Self::Parquet),
+            "csv" => Ok(Self::Csv),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown file format `{other}`; use parquet, csv or json")),
+        }
+    }
 }
 
 /// A control message inside a DoPut upload: a FlightData message with no data whose
@@ -794,6 +850,14 @@ mod tests {
                 force: true,
                 expected_version: Some(3),
             }),
+            Action::Ingest(IngestCommand {
+                workspace: WorkspaceName::new("prod").unwrap(),
+                table: TableName::new("t").unwrap(),
+                idempotency_key: Some("k".into()),
+                drop_extra_columns: false,
+                uri: Some("s3://bucket/in/".into()),
+                format: Some(FileFormat::Csv),
+            }),
         ];
         for action in actions {
             let (name, body) = action.encode();
@@ -801,9 +865,25 @@ mod tests {
         }
         assert_eq!(
             ACTION_TYPES.len(),
-            10,
+            11,
             "every Action variant is listed in ACTION_TYPES"
         );
+        let (_, body) = Action::Ingest(IngestCommand {
+            workspace: WorkspaceName::new("prod").unwrap(),
+            table: TableName::new("t").unwrap(),
+            idempotency_key: None,
+            drop_extra_columns: false,
+            uri: Some("s3://b/x.parquet".into()),
+            format: Some(FileFormat::Parquet),
+        })
+        .encode();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"workspace":"prod","table":"t","drop_extra_columns":false,"uri":"s3://b/x.parquet","format":"parquet"}"#
+        );
+        assert_eq!(FileFormat::of_file("x/y.ndjson"), Some(FileFormat::Json));
+        assert_eq!(FileFormat::of_file("x/y.txt"), None);
+        assert!("orc".parse::<FileFormat>().unwrap_err().contains("use parquet, csv or json"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use ftab_model::protocol::{SpineInfo, SpineSource};
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore};
 use url::Url;
 
 use super::checks::invalid;
@@ -287,61 +287,18 @@ impl Spines {
 
     /// The Parquet files at a URI: the object itself, or the `*.parquet` objects under it.
     async fn uri_files(&self, uri: &str) -> Result<(Arc<dyn ObjectStore>, Vec<(Url, ObjectMeta)>)> {
-        let url = match Url::parse(uri) {
-            Ok(url) if url.scheme().len() > 1 => url,
-            _ if std::path::Path::new(uri).is_absolute() => Url::from_file_path(uri)
-                .map_err(|()| invalid(format!("spine URI `{uri}` is not a usable path")))?,
-            _ => {
-                return Err(invalid(format!(
-                    "spine URI `{uri}` is neither a URL (file://, s3://, gs://, az://) nor an absolute path"
-                )));
-            }
-        };
-        let mut base = url.clone();
-        base.set_path("/");
-        base.set_query(None);
-        // The runtime opens the store from the URL, as every executor's runtime does.
-        let store = self
-            .cluster
-            .planner()
-            .ctx()
-            .runtime_env()
-            .object_store(
-                datafusion::execution::object_store::ObjectStoreUrl::parse(base.as_str())
-                    .map_err(|e| invalid(format!("spine URI `{uri}`: {e}")))?,
-            )
-            .map_err(|e| invalid(format!("cannot open spine URI `{uri}`: {e}")))?;
-        let path = Path::from_url_path(url.path())
-            .map_err(|e| invalid(format!("spine URI `{uri}`: {e}")))?;
-        let mut paths = Vec::new();
-        if url.path().ends_with(".parquet") {
-            let meta = store.head(&path).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => {
-                    Error::NotFound(format!("there is no spine file at `{uri}`"))
-                }
-                other => invalid(format!("cannot read spine `{uri}`: {other}")),
-            })?;
-            paths.push((url.clone(), meta));
-        } else {
-            let mut listed: Vec<_> =
-                futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&path)))
-                    .await
-                    .map_err(|e| invalid(format!("cannot list spine `{uri}`: {e}")))?;
-            listed.retain(|o| o.location.as_ref().ends_with(".parquet"));
-            listed.sort_by(|a, b| a.location.cmp(&b.location));
-            for object in listed {
-                let file_url = base
-                    .join(object.location.as_ref())
-                    .map_err(|e| invalid(format!("spine file {}: {e}", object.location)))?;
-                paths.push((file_url, object));
-            }
-        }
-        if paths.is_empty() {
-            return Err(Error::NotFound(format!(
-                "there are no Parquet files at spine URI `{uri}`"
-            )));
-        }
-        Ok((store, paths))
+        let runtime = self.cluster.planner().ctx().runtime_env();
+        let found = crate::files_at::files_at(
+            &runtime,
+            uri,
+            &crate::files_at::Wanted {
+                what: "spine",
+                kinds: "Parquet files",
+                accept: &|name: &str| name.ends_with(".parquet"),
+            },
+        )
+        .await?;
+        Ok((found.store, found.files))
     }
 
     /// Delete the spines whose ttl passed.

@@ -34,6 +34,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 /// how many partitions shuffles produce, the parallelism of every job. A sort keeps back
 /// memory to merge its spill files (`merge_reserve`); see docs/cluster.md.
 ///
+/// File scans do not steal work across partitions (see below): a task reads its own files.
+///
 /// Per-file statistics are not collected when scans are planned. DataFusion 55's Parquet
 /// opener reads a column whose statistics say min == max with no nulls as that constant,
 /// and Parquet min/max statistics leave NaN out, so `[2.5, NaN, 2.5]` came back as
@@ -48,6 +50,12 @@ pub fn session_config(target_partitions: usize, memory_limit: u64) -> SessionCon
         .with_collect_statistics(false)
         .with_information_schema(false)
         .with_sort_spill_reservation_bytes(merge_reserve as usize)
+        // DataFusion 55's file scans let a partition that runs dry read files of its
+        // siblings. A Ballista task runs one partition and never polls the others, so a
+        // task could read its siblings' files as well as its own (rows twice), and a plan
+        // that takes partition i to be file group i (staging an ingest by URI) would read
+        // another file. Each partition reads its own files.
+        .set_bool("datafusion.execution.enable_file_stream_work_stealing", false)
         .ballista_restricted_configuration()
 }
 

@@ -13,6 +13,9 @@
 //! and its counts. Files of a failed attempt are never committed; they are garbage for
 //! `compact` to remove, never data.
 //!
+//! [`StageExec`] stages an ingest by URI on the executors: each task validates one file
+//! as an upload is validated and writes it where an upload would be staged.
+//!
 //! [`OnlineLoadExec`] writes rows (at most one per key) to the online store of the process
 //! it runs in, by the newer-only rule, and outputs its counts.
 //!
@@ -26,12 +29,14 @@ use datafusion::common::{DataFusionError, Result};
 mod online_load;
 mod partition_writer;
 mod spec;
+mod stage;
 #[cfg(test)]
 mod tests;
 mod write;
 
 pub use online_load::{OnlineLoadExec, OnlineLoadSpec, online_load_output_schema};
 pub use spec::{IngestWriteSpec, ingest_write_output_schema};
+pub use stage::{StageExec, StageSpec, first_row_of_file, stage_output_schema, staged_rows, with_row_numbers};
 pub use write::{IngestWriteExec, collect_adds};
 
 /// Sum a `UInt64` column of result batches.

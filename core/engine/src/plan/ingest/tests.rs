@@ -5,7 +5,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::DataType;
 use datafusion::physical_plan::ExecutionPlan;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
 
 use super::*;
@@ -177,4 +177,178 @@ async fn dedupes_and_picks_the_latest_across_batch_boundaries() {
             "batches of {batch_rows}"
         );
     }
+}
+
+/// An ingest staged as several files (an ingest by URI stages one per source file) is
+/// decided by `_row`, whatever order the files are listed and read in: the write job sorts
+/// by (keys, timestamp, `_row`) across files.
+#[tokio::test]
+async fn the_latest_row_wins_across_staged_files_read_in_any_order() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::prelude::ParquetReadOptions;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let runtime = Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default());
+    runtime.register_object_store(&url::Url::parse("memory://").unwrap(), store.clone());
+    let planner = crate::plan::Planner::new(crate::plan::session_config(2, 1 << 30), runtime);
+    // File 0 holds the earlier row of ("a", 1), file 1 (listed first) the later one.
+    let staged = |row: i64, value: i64| {
+        RecordBatch::try_from_iter([
+            ("k", Arc::new(Strings::from_iter_values(["a", "b"])) as ArrayRef),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from_iter_values([1, 1]).with_timezone("UTC")),
+            ),
+            (ROW_COLUMN, Arc::new(Int64Array::from_iter_values([row, row + 1]))),
+            ("v", Arc::new(Int64Array::from_iter_values([value, value]))),
+        ])
+        .unwrap()
+    };
+    let mut files = Vec::new();
+    for (name, row, value) in [("part-00001", 1i64 << 40, 800), ("part-00000", 0, 8)] {
+        let batch = staged(row, value);
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let path = Path::from(format!("staging/{name}.parquet"));
+        store.put(&path, bytes.into()).await.unwrap();
+        files.push(format!("memory:///{path}"));
+    }
+    let scan = planner
+        .ctx()
+        .read_parquet(files, ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let spec = IngestWriteSpec {
+        table: "t".into(),
+        keys: vec!["k".into()],
+        timestamp: "ts".into(),
+        columns: vec!["k".into(), "ts".into(), "v".into()],
+        offline_table: None,
+        latest_directory: Some("memory:///latest/".into()),
+        seq: 1,
+        ingested_at_micros: 1,
+        buckets: None,
+    };
+    let plan = planner
+        .optimize(Arc::new(IngestWriteExec::try_new(scan, spec).unwrap()))
+        .unwrap();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    let out = collect(plan, planner.ctx().task_ctx()).await.unwrap();
+    assert_eq!(sum_column(&out, "unique_rows").unwrap(), 2, "{shown}");
+    let mut latest = Vec::new();
+    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&Path::from("latest"))))
+        .await
+        .unwrap();
+    for object in listed {
+        latest.extend(values(planner.ctx(), &object.location).await);
+    }
+    latest.sort();
+    assert_eq!(latest, vec![("a".to_string(), 800), ("b".to_string(), 800)], "{shown}");
+}
+
+/// A staging task reads its own file and no other, as a Ballista task runs one partition
+/// of a scan that lists every file: the index and rows it reports are its file's. (With
+/// DataFusion's work stealing between file-scan partitions on, partition 0 run alone
+/// drains its sibling's file too.)
+#[tokio::test]
+async fn a_staging_task_reads_only_its_own_file() {
+    use datafusion::config::CsvOptions;
+    use datafusion::datasource::listing::PartitionedFile;
+    use datafusion::datasource::physical_plan::{CsvSource, FileGroup, FileScanConfigBuilder};
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use crate::repository::{RepositoryFile, parse};
+
+    let definitions = parse(&[RepositoryFile {
+        path: "r.toml".into(),
+        content: r#"
+[[entity]]
+name = "user"
+join_keys = ["user_id"]
+
+[[feature_table]]
+name = "t"
+entities = ["user"]
+timestamp_field = "ts"
+schema = [
+  { name = "user_id", type = "string" },
+  { name = "ts", type = "timestamp" },
+  { name = "n", type = "int64" },
+]
+"#
+        .into(),
+    }])
+    .unwrap();
+    let table = definitions.feature_tables[0].clone();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let runtime = Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default());
+    runtime.register_object_store(&url::Url::parse("memory://").unwrap(), store.clone());
+    let planner = crate::plan::Planner::new(crate::plan::session_config(2, 1 << 30), runtime);
+    let mut files = Vec::new();
+    let mut groups = Vec::new();
+    for (name, rows) in [("a.csv", 1), ("b.csv", 2)] {
+        let mut text = "user_id,ts,n\n".to_string();
+        for r in 0..rows {
+            text.push_str(&format!("u{r},2026-01-01T00:00:00Z,{r}\n"));
+        }
+        let path = Path::from(format!("in/{name}"));
+        store.put(&path, text.into_bytes().into()).await.unwrap();
+        let meta = store.head(&path).await.unwrap();
+        groups.push(FileGroup::new(vec![PartitionedFile::from(meta)]));
+        files.push(format!("memory:///in/{name}"));
+    }
+    let schema = table.arrow_schema(&definitions);
+    let source = Arc::new(CsvSource::new(schema).with_csv_options(CsvOptions {
+        has_header: Some(true),
+        ..CsvOptions::default()
+    }));
+    let scan = DataSourceExec::from_data_source(
+        FileScanConfigBuilder::new(ObjectStoreUrl::parse("memory://").unwrap(), source)
+            .with_file_groups(groups)
+            .build(),
+    );
+    let spec = StageSpec {
+        table,
+        definitions,
+        drop_extra_columns: false,
+        files,
+        staging_directory: "memory:///staging/".into(),
+    };
+    let stage = Arc::new(StageExec::try_new(scan, spec).unwrap());
+    // Partition 0 alone, as its own task.
+    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(
+        stage.execute(0, planner.ctx().task_ctx()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let file = batches[0].column(0).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(0);
+    let rows = batches[0].column(1).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(0);
+    assert_eq!((file, rows), (0, 1), "partition 0 is a.csv and its one row");
+    let staged = values_of(planner.ctx(), "staging/part-00000.parquet").await;
+    assert_eq!(staged, vec![0], "{staged:?}");
+}
+
+/// The `_row` values of a staged Parquet file at `memory:///<path>`.
+async fn values_of(ctx: &SessionContext, path: &str) -> Vec<i64> {
+    let batches = ctx
+        .read_parquet(format!("memory:///{path}"), Default::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(ROW_COLUMN)
+                .unwrap()
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
 }
