@@ -683,3 +683,67 @@ fn cancelling_a_running_job_stops_its_tasks() {
         "nothing committed"
     );
 }
+
+/// Ingests of different tables run at the same time, up to `--max-jobs`; a table's next
+/// ingest waits for its previous one; `ftab jobs list` shows both states.
+#[test]
+fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Each write task takes 2 s, so the jobs overlap long enough to be seen.
+    let scheduler = SchedulerProcess::start_with(
+        &data,
+        &["--max-jobs", "2", "--parallelism", "1"],
+        &[("FTAB_FAILPOINT", "slow_task:2000")],
+    );
+    setup(&scheduler);
+    let at = hours_ago(5);
+    let logins = |n: i64| {
+        write(
+            dir.path(),
+            &format!("logins-{n}.csv"),
+            &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{at},{n},{n}\n"),
+        )
+    };
+    let stats = write(
+        dir.path(),
+        "stats.csv",
+        &format!("user_id,merchant_id,timestamp,transaction_count_7d,amount_mean_7d,amount_max_7d\nu1,m1,{at},1,2.5,3.0\n"),
+    );
+    let job = |table: &str, file: &str| {
+        scheduler
+            .ftab(&["--output", "json", "ingest", "-w", "prod", "-t", table, file])
+            .json()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = job("user_login_counts", &logins(1));
+    let second = job("user_login_counts", &logins(2));
+    let other = job("user_merchant_stats", &stats);
+    let state = |listed: &serde_json::Value, id: &str| {
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_id"] == id)
+            .map(|j| j["state"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let listed = poll_json(&scheduler, &["jobs", "list", "-w", "prod"], |l| {
+        state(l, &first) == "running" && state(l, &other) == "running"
+    });
+    assert_eq!(state(&listed, &second), "queued", "the table's second ingest waits: {listed}");
+    let text = scheduler.ftab(&["jobs", "list", "-w", "prod"]).ok().to_string();
+    assert!(text.contains("running") && text.contains("queued"), "{text}");
+    for id in [&first, &second, &other] {
+        let done = poll_json(&scheduler, &["jobs", "show", id], |j| {
+            j["state"] == "succeeded" || j["state"] == "failed"
+        });
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    let got = scheduler
+        .ftab(&["--output", "json", "get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
+        .json();
+    assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 2]), "the later ingest wins: {got}");
+}

@@ -13,6 +13,7 @@
 //! Run release builds only: `cargo run --release -p ftab-bench -- ingest` (or
 //! `training-set`); `--help` shows the sizes. Figures go to docs/benchmarks.md.
 
+mod cluster;
 mod control_plane;
 mod data;
 mod ingest;
@@ -42,6 +43,20 @@ enum Bench {
     TrainingSet(training_set::TrainingSetArgs),
     /// Latency of control-plane calls from one client.
     ControlPlane(control_plane::ControlPlaneArgs),
+    /// The training-set benchmark (its ingests included) standalone and in cluster mode
+    /// (ftab-executor processes, an S3 server) on the same data, side by side.
+    Cluster(cluster::ClusterArgs),
+}
+
+/// Where a benchmark's scheduler runs its jobs.
+#[derive(Debug, Clone)]
+pub enum Deployment {
+    /// The embedded defaults: an in-process executor, a local object store.
+    Standalone,
+    /// Cluster mode on this machine: `ftab-executor` processes with `tasks` slots each,
+    /// registered on loopback, the object store in `bucket` of the S3 server the
+    /// environment names (`AWS_ENDPOINT`, set by `cluster::S3`).
+    Cluster { executors: usize, tasks: usize, bucket: String },
 }
 
 /// A scheduler running in this process, and a client of it.
@@ -50,6 +65,7 @@ pub struct Running {
     pub url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
+    _executors: Vec<cluster::Executor>,
     _dir: tempfile::TempDir,
 }
 
@@ -60,9 +76,18 @@ impl Running {
         parallelism: Option<usize>,
         join: Option<ftab_engine::plan::JoinChoice>,
     ) -> anyhow::Result<Self> {
+        Self::start_as(&Deployment::Standalone, parallelism, join).await
+    }
+
+    /// Start a scheduler deployed as `deployment`.
+    pub async fn start_as(
+        deployment: &Deployment,
+        parallelism: Option<usize>,
+        join: Option<ftab_engine::plan::JoinChoice>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let defaults = SchedulerConfig::default();
-        let config = SchedulerConfig {
+        let mut config = SchedulerConfig {
             data_dir: dir.path().join("data"),
             flight_addr: "127.0.0.1:0".parse()?,
             log: "warn".into(),
@@ -70,7 +95,19 @@ impl Running {
             training_set_join: join.unwrap_or(defaults.training_set_join),
             ..defaults
         };
+        if let Deployment::Cluster { bucket, .. } = deployment {
+            config.cluster_addr = Some("127.0.0.1:0".parse()?);
+            config.storage = Some(format!("s3://{bucket}/ftab"));
+        }
         let scheduler = Scheduler::open(config).await?;
+        let mut executors = Vec::new();
+        if let Deployment::Cluster { executors: n, tasks, .. } = deployment {
+            let address = scheduler.ballista_addr().to_string();
+            for i in 0..*n {
+                executors.push(cluster::Executor::start(&address, &dir.path().join(format!("executor-{i}")), *tasks)?);
+            }
+            cluster::wait_for_executors(&scheduler, *n).await?;
+        }
         let listener = scheduler.bind().await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -83,6 +120,7 @@ impl Running {
             url,
             stop,
             server,
+            _executors: executors,
             _dir: dir,
         })
     }
@@ -182,9 +220,21 @@ pub fn header() {
     );
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The S3 server starts before any thread does: its address goes into this process's
+    // environment, where object stores read it.
+    let s3 = match &args.bench {
+        Bench::Cluster(_) => Some(cluster::S3::start()?),
+        _ => None,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, s3))
+}
+
+async fn run(args: Args, s3: Option<cluster::S3>) -> anyhow::Result<()> {
     // FTAB_BENCH_LOG=info,ballista_executor=info shows what the jobs do.
     if let Ok(filter) = std::env::var("FTAB_BENCH_LOG") {
         tracing_subscriber::fmt()
@@ -199,5 +249,9 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest::run(args).await,
         Bench::TrainingSet(args) => training_set::run(args).await,
         Bench::ControlPlane(args) => control_plane::run(args).await,
+        Bench::Cluster(args) => {
+            let s3 = s3.ok_or_else(|| anyhow::anyhow!("the S3 server did not start"))?;
+            cluster::run(args, &s3).await
+        }
     }
 }

@@ -254,11 +254,31 @@ async fn fetch(url: String, ticket: arrow_flight::Ticket) -> anyhow::Result<Tran
     Ok(transfer)
 }
 
+/// What one run measured, for side-by-side tables (`ftab-bench cluster`).
+pub struct Summary {
+    /// Both tables' ingests: rows and time.
+    pub ingest_rows: u64,
+    pub ingest: Duration,
+    /// The training set, asked to last batch.
+    pub training_set: Duration,
+    pub training_set_rows: u64,
+    /// What the check against the reference found.
+    pub verified: String,
+}
+
 pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
+    run_as(args, &crate::Deployment::Standalone).await.map(|_| ())
+}
+
+/// Run the benchmark with the scheduler deployed as `deployment`; print its table.
+pub async fn run_as(
+    args: TrainingSetArgs,
+    deployment: &crate::Deployment,
+) -> anyhow::Result<Summary> {
     if args.ingests == 0 || args.table_rows < args.ingests {
         bail!("--ingests must be at least 1 and at most --table-rows");
     }
-    let mut running = Running::start(args.parallelism, args.join).await?;
+    let mut running = Running::start_as(deployment, args.parallelism, args.join).await?;
     let repository = format!(
         "{ENTITY}{}{}",
         table_definition("table_1", false, false, args.ttl_1.0),
@@ -418,7 +438,13 @@ pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
         "{verified} (checked in {:.1} s, not timed)",
         checked_in.as_secs_f64()
     );
-    Ok(())
+    Ok(Summary {
+        ingest_rows: 2 * args.table_rows,
+        ingest: ingest_1 + ingest_2,
+        training_set: end_to_end,
+        training_set_rows: rows,
+        verified,
+    })
 }
 
 fn ttl_text(ttl: Option<u32>) -> String {

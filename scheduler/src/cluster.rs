@@ -235,6 +235,17 @@ impl Cluster {
         self.ballista_addr
     }
 
+    /// How many executors are registered.
+    pub async fn executors(&self) -> usize {
+        self.server
+            .state
+            .executor_manager
+            .get_executors_state()
+            .await
+            .map(|state| state.len())
+            .unwrap_or(0)
+    }
+
     /// Whether this process runs no executor of its own (cluster mode).
     pub fn is_distributed(&self) -> bool {
         self.local.is_none()

@@ -86,6 +86,11 @@ pub struct Args {
     /// its tasks run elsewhere, e.g. `30s` (at least 10s: a busy executor polls every 5s).
     #[arg(long, env = "FTAB_EXECUTOR_TIMEOUT", value_name = "DURATION")]
     pub executor_timeout: Option<String>,
+
+    /// Ingest jobs run at once (of different tables; a table's jobs run in order).
+    /// Training sets run beside them.
+    #[arg(long, env = "FTAB_MAX_JOBS", value_name = "N")]
+    pub max_jobs: Option<usize>,
 }
 
 /// The settings a config file may hold. Unknown keys are refused, so a typo is caught.
@@ -104,6 +109,7 @@ struct FileConfig {
     cluster_addr: Option<SocketAddr>,
     online_store: Option<String>,
     executor_timeout: Option<String>,
+    max_jobs: Option<usize>,
 }
 
 /// Which online store a scheduler serves.
@@ -150,6 +156,8 @@ pub struct SchedulerConfig {
     pub online_store: OnlineStoreChoice,
     /// How long an executor may be silent before it is taken for dead.
     pub executor_timeout: Duration,
+    /// Ingest jobs run at once.
+    pub max_jobs: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -170,6 +178,7 @@ impl Default for SchedulerConfig {
             cluster_addr: None,
             online_store: OnlineStoreChoice::Embedded,
             executor_timeout: Duration::from_secs(30),
+            max_jobs: 2,
         }
     }
 }
@@ -266,6 +275,12 @@ impl SchedulerConfig {
                     timeout
                 }
                 None => defaults.executor_timeout,
+            },
+            max_jobs: match args.max_jobs.or(file.max_jobs) {
+                Some(0) => return Err("max_jobs must be at least 1".into()),
+                Some(n) if n > 64 => return Err(format!("max_jobs must be at most 64, not {n}")),
+                Some(n) => n,
+                None => defaults.max_jobs,
             },
         })
         .and_then(|config: Self| config.check_distributed().map(|()| config))

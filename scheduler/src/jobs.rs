@@ -103,6 +103,8 @@ pub struct JobRunner {
     cluster: Cluster,
     waiting: Arc<Notify>,
     policy: RetryPolicy,
+    /// Jobs run at once.
+    max_jobs: usize,
 }
 
 impl JobRunner {
@@ -113,6 +115,7 @@ impl JobRunner {
         cluster: Cluster,
         waiting: Arc<Notify>,
         policy: RetryPolicy,
+        max_jobs: usize,
     ) -> Self {
         Self {
             catalog,
@@ -121,11 +124,13 @@ impl JobRunner {
             cluster,
             waiting,
             policy,
+            max_jobs: max_jobs.max(1),
         }
     }
 
-    /// Run jobs until `shutdown` turns true. A job interrupted by shutdown stays `running`
-    /// in the catalog and is queued again at the next start.
+    /// Run jobs until `shutdown` turns true, up to `max_jobs` at once, claimed fairly
+    /// ([`Catalog::claim_next_job`]). A job interrupted by shutdown stays `running` in the
+    /// catalog and is queued again at the next start.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         match self.catalog.requeue_interrupted().await {
             Ok(ids) if !ids.is_empty() => {
@@ -137,24 +142,30 @@ impl JobRunner {
             Ok(_) => {}
             Err(e) => tracing::error!("cannot requeue interrupted jobs: {e}"),
         }
+        // Dropped at shutdown: every job task is aborted with it.
+        let mut running = tokio::task::JoinSet::new();
         loop {
             if *shutdown.borrow() {
-                return;
+                break;
+            }
+            while running.try_join_next().is_some() {}
+            if running.len() >= self.max_jobs {
+                tokio::select! {
+                    _ = running.join_next() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
             }
             match self.catalog.claim_next_job().await {
                 Ok(Some(job)) => {
-                    tokio::select! {
-                        () = self.execute(job) => {}
-                        _ = shutdown.changed() => {
-                            tracing::info!("job interrupted by shutdown; it resumes at the next start");
-                            return;
-                        }
-                    }
+                    let runner = self.clone();
+                    running.spawn(async move { runner.execute(job).await });
                 }
                 Ok(None) => {
                     tokio::select! {
                         () = self.waiting.notified() => {}
                         () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        Some(_) = running.join_next(), if !running.is_empty() => {}
                         _ = shutdown.changed() => {}
                     }
                 }
@@ -163,6 +174,12 @@ impl JobRunner {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+        if !running.is_empty() {
+            tracing::info!(
+                jobs = running.len(),
+                "jobs interrupted by shutdown; they resume at the next start"
+            );
         }
     }
 

@@ -148,6 +148,11 @@ impl Scheduler {
         self.cluster.ballista_addr()
     }
 
+    /// How many executors are registered (in standalone, the in-process one).
+    pub async fn executors(&self) -> usize {
+        self.cluster.executors().await
+    }
+
     pub fn storage(&self) -> &StorageLayout {
         &self.storage
     }
@@ -182,6 +187,7 @@ impl Scheduler {
             self.cluster.clone(),
             waiting.clone(),
             self.retry,
+            self.config.max_jobs,
         );
         let online = self.online.clone();
         let (stop_jobs, jobs_stopped) = watch::channel(false);

@@ -375,20 +375,46 @@ impl Catalog {
         .await
     }
 
-    /// Take the oldest queued job that is due and mark it running (one more attempt).
+    /// Claim the next job to run, fairly: never a job of a table that has one running or an
+    /// older one queued (each table's ingests commit in order), and among the rest the
+    /// oldest due job of the workspace with the fewest jobs running (so one workspace's
+    /// backlog does not hold the others up). Marks it running.
     pub async fn claim_next_job(&self) -> Result<Option<JobRecord>> {
         self.call(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let at = now();
-            let id: Option<String> = tx
-                .query_row(
-                    "SELECT job_id FROM jobs WHERE state = ?1 AND next_attempt_at <= ?2
-                     ORDER BY created_at, job_id LIMIT 1",
-                    params![enum_text(&JobState::Queued)?, at],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(id) = id else {
+            let mut running: BTreeMap<String, usize> = BTreeMap::new();
+            let mut busy_tables: std::collections::BTreeSet<(String, String)> = Default::default();
+            {
+                let mut rows = tx.prepare("SELECT workspace, table_name FROM jobs WHERE state = ?1")?;
+                let mut rows = rows.query([enum_text(&JobState::Running)?])?;
+                while let Some(row) = rows.next()? {
+                    let (workspace, table): (String, String) = (row.get(0)?, row.get(1)?);
+                    *running.entry(workspace.clone()).or_default() += 1;
+                    busy_tables.insert((workspace, table));
+                }
+            }
+            // The first queued job of each table, in age order; due ones are candidates.
+            let mut candidates: Vec<(usize, usize, String)> = Vec::new();
+            {
+                let mut rows = tx.prepare(
+                    "SELECT job_id, workspace, table_name, next_attempt_at <= ?2 FROM jobs
+                     WHERE state = ?1 ORDER BY created_at, job_id",
+                )?;
+                let mut rows = rows.query(params![enum_text(&JobState::Queued)?, at])?;
+                let mut age = 0;
+                while let Some(row) = rows.next()? {
+                    let (id, workspace, table, due): (String, String, String, bool) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+                    let first_of_table = busy_tables.insert((workspace.clone(), table));
+                    if first_of_table && due {
+                        let load = running.get(&workspace).copied().unwrap_or(0);
+                        candidates.push((load, age, id));
+                    }
+                    age += 1;
+                }
+            }
+            let Some((_, _, id)) = candidates.into_iter().min() else {
                 return Ok(None);
             };
             tx.execute(
@@ -595,6 +621,38 @@ mod tests {
         assert_eq!(found.content_hash.as_deref(), Some("sha256:00"));
         let record = catalog.ingest(&first.ingest_id).await.unwrap();
         assert_eq!((record.seq, record.rows), (1, 10));
+    }
+
+    #[tokio::test]
+    async fn claims_are_fair_across_workspaces_and_keep_each_tables_order() {
+        let catalog = catalog().await;
+        catalog
+            .create_workspace(WorkspaceName::new("other").unwrap(), WorkspaceKind::Live)
+            .await
+            .unwrap();
+        let job = |workspace: &str, table: &str| NewIngest {
+            workspace: WorkspaceName::new(workspace).unwrap(),
+            table: TableName::new(table).unwrap(),
+            ..new_ingest(None)
+        };
+        let mut ids = Vec::new();
+        for (workspace, table) in [("prod", "t1"), ("prod", "t1"), ("prod", "t2"), ("other", "t1")] {
+            ids.push(result(catalog.record_ingest(job(workspace, table)).await.unwrap()).job_id);
+            // created_at has millisecond resolution: keep the order unambiguous.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let claim = || async { catalog.claim_next_job().await.unwrap().map(|j| j.info.job_id) };
+        assert_eq!(claim().await, Some(ids[0]), "the oldest first");
+        // prod.t1 runs, so its second job waits; of the rest, the workspace with nothing
+        // running goes first although its job is younger.
+        assert_eq!(claim().await, Some(ids[3]), "other's job before prod's second");
+        assert_eq!(claim().await, Some(ids[2]));
+        assert_eq!(claim().await, None, "prod.t1's next job waits for its first");
+        catalog
+            .end_attempt(&ids[0], JobState::Succeeded, None, None)
+            .await
+            .unwrap();
+        assert_eq!(claim().await, Some(ids[1]));
     }
 
     #[tokio::test]
