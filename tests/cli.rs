@@ -6,13 +6,8 @@ use ftab_e2e::{SchedulerProcess, copy_dir, hours_ago, repo_root, write};
 
 /// A live workspace `prod` with the example repository, and `big` with a text feature.
 fn setup(scheduler: &SchedulerProcess, dir: &std::path::Path) {
-    scheduler
-        .ftab(&["workspace", "create", "prod", "--live"])
-        .ok();
+    scheduler.example_workspace();
     let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
-        .ok();
     let docs = dir.join("docs_repo");
     copy_dir(&repo, &docs);
     std::fs::remove_file(docs.join("fraud.toml")).unwrap();

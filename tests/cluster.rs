@@ -12,10 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ftab_e2e::{
-    ExecutorProcess, SchedulerProcess, ftab_with_server, hours_ago, poll_json, read_parquet_rows, repo_root, write,
+    ExecutorProcess, SchedulerProcess, ftab_with_server, hours_ago, poll_json, read_parquet_rows, write,
 };
 use ftab_testkit::Rng;
-use ftab_testkit::s3::{S3Server, free_port};
+use ftab_testkit::s3::S3Server;
 
 const USERS: u64 = 40;
 const MERCHANTS: u64 = 5;
@@ -84,16 +84,6 @@ fn workload(dir: &Path) -> Workload {
         files,
         spine: write(dir, "spine.csv", &spine),
     }
-}
-
-fn setup(scheduler: &SchedulerProcess) {
-    scheduler
-        .ftab(&["workspace", "create", "prod", "--live"])
-        .ok();
-    let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
-        .ok();
 }
 
 fn ingest(scheduler: &SchedulerProcess, table: &str, file: &str) {
@@ -166,20 +156,7 @@ fn sorted_rows(rows: &[BTreeMap<String, String>]) -> Vec<String> {
 fn online(scheduler: &SchedulerProcess) -> Vec<String> {
     (0..USERS)
         .map(|user| {
-            let key = format!("user_id=u{user}");
-            let value = scheduler
-                .ftab(&[
-                    "--output",
-                    "json",
-                    "get",
-                    "-w",
-                    "prod",
-                    "-t",
-                    "user_login_counts",
-                    "--key",
-                    &key,
-                ])
-                .json();
+            let value = scheduler.online("user_login_counts", &format!("user_id=u{user}"));
             format!("{}", value["features"])
         })
         .collect()
@@ -196,6 +173,10 @@ table = deltalake.DeltaTable(sys.argv[1], storage_options=options).to_pyarrow_ta
 columns = [c for c in table.column_names if c not in ("_ingested_at", "_bucket")]
 for row in table.select(columns).to_pylist():
     print(json.dumps(row, sort_keys=True, default=str))
+sys.stdout.flush()
+# delta-rs 1.x can abort in interpreter teardown ("terminate called without an active
+# exception"); the answer is out, so leave without it.
+os._exit(0)
 "#;
     let output = Command::new("python3")
         .args(["-c", script, uri])
@@ -225,7 +206,7 @@ struct Reference {
 fn reference(dir: &Path, work: &Workload) -> Reference {
     let data = dir.join("standalone");
     let scheduler = SchedulerProcess::start_with(&data, &["--parallelism", "2"], &[] as &[(&str, &str)]);
-    setup(&scheduler);
+    scheduler.example_workspace();
     for (table, file) in &work.files {
         ingest(&scheduler, table, file);
     }
@@ -265,11 +246,9 @@ impl Cluster {
     ) -> Self {
         s3.create_bucket(bucket);
         let all_env = s3.env();
-        // A fixed port, so a restarted scheduler is found again by the same executors.
-        let cluster_addr = format!("127.0.0.1:{}", free_port());
-        let args = vec![
+        let mut args = vec![
             "--cluster-addr".to_string(),
-            cluster_addr.clone(),
+            "127.0.0.1:0".to_string(),
             "--storage".into(),
             format!("s3://{bucket}/ftab"),
             "--parallelism".into(),
@@ -280,7 +259,12 @@ impl Cluster {
         let data = dir.join("cluster");
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let scheduler = SchedulerProcess::start_with(&data, &arg_refs, &all_env);
-        assert_eq!(scheduler.cluster_addr.as_deref(), Some(cluster_addr.as_str()));
+        let cluster_addr = scheduler
+            .cluster_addr
+            .clone()
+            .expect("the scheduler prints its cluster address");
+        // A restarted scheduler binds the same address, where the executors look for it.
+        args[1] = cluster_addr.clone();
         let mut cluster = Self {
             scheduler: Some(scheduler),
             executors: Vec::new(),
@@ -380,7 +364,7 @@ fn a_cluster_on_s3_gives_the_standalone_answer() {
     let s3 = S3Server::start();
     let cluster = Cluster::start(dir.path(), &s3, "plain", 2, &[]);
     let scheduler = cluster.scheduler();
-    setup(scheduler);
+    scheduler.example_workspace();
     // Two ingests uploaded, two read in place from S3 by the executors: the second as two
     // CSV files under a prefix (the later file wins ties, as later rows of one file do),
     // the fourth as JSON lines.
@@ -422,7 +406,7 @@ fn killed_executors_and_a_killed_scheduler_end_with_the_rows_of_a_clean_run() {
     let s3 = S3Server::start();
     // Every task of the executors takes a second or more, so each kill lands mid-job.
     let mut cluster = Cluster::start(dir.path(), &s3, "faults", 2, &[("FTAB_FAILPOINT", "slow_task:1500")]);
-    setup(cluster.scheduler());
+    cluster.scheduler().example_workspace();
     let [first, second, third, stats] = &work.files[..] else {
         panic!("four ingests");
     };
@@ -517,4 +501,40 @@ fn unusable_configurations_stop_the_processes_at_start() {
     let (code, err) = run("ftab-executor", &["--scheduler", "sched:1", "--bind-host", "0.0.0.0"], &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("give --external-host"), "{err}");
+}
+
+/// Without an online store (`--online-store none`, how a multi-host cluster runs until a
+/// networked store exists), an ingest into an online table is refused saying why, never
+/// loaded half-way; offline-only work goes on.
+#[test]
+fn without_an_online_store_online_tables_are_refused_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let scheduler = SchedulerProcess::start_with(
+        &dir.path().join("data"),
+        &["--online-store", "none"],
+        &[] as &[(&str, &str)],
+    );
+    scheduler.example_workspace();
+    let file = write(
+        dir.path(),
+        "logins.csv",
+        &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},1,2\n", hours_ago(2)),
+    );
+    let err = scheduler
+        .ftab(&["ingest", "-w", "prod", "-t", "user_login_counts", &file])
+        .fails_with(1)
+        .to_string();
+    assert!(
+        err.contains("feature table `user_login_counts` is online")
+            && err.contains("has no online store")
+            && err.contains("nothing was ingested"),
+        "{err}"
+    );
+    let err = scheduler
+        .ftab(&["get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
+        .fails_with(1)
+        .to_string();
+    assert!(err.contains("has no online store"), "{err}");
+    let jobs = scheduler.ftab(&["--output", "json", "jobs", "list", "-w", "prod"]).json();
+    assert_eq!(jobs["jobs"], serde_json::json!([]), "nothing was queued: {jobs}");
 }

@@ -2,17 +2,7 @@
 //! `ftab get`, `ftab jobs`, refusals, cancel and retry, and a scheduler killed (SIGKILL) in
 //! the middle of a job: after a restart the job finishes and every row is stored exactly once.
 
-use ftab_e2e::{SchedulerProcess, find_files, hours_ago, poll_json, repo_root, write};
-
-fn setup(scheduler: &SchedulerProcess) {
-    scheduler
-        .ftab(&["workspace", "create", "prod", "--live"])
-        .ok();
-    let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
-        .ok();
-}
+use ftab_e2e::{SchedulerProcess, find_files, hours_ago, poll_json, write};
 
 fn describe(scheduler: &SchedulerProcess) -> serde_json::Value {
     scheduler
@@ -32,7 +22,7 @@ fn describe(scheduler: &SchedulerProcess) -> serde_json::Value {
 fn ingest_files_wait_get_and_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = SchedulerProcess::start(&dir.path().join("data"));
-    setup(&scheduler);
+    scheduler.example_workspace();
     let (t1, t2) = (hours_ago(48), hours_ago(24));
     let csv = write(
         dir.path(),
@@ -196,7 +186,7 @@ fn a_scheduler_killed_mid_job_finishes_it_after_restart_without_duplicates() {
     // The offline commit lands, then the scheduler dies before recording it.
     let scheduler =
         SchedulerProcess::start_with_env(&data_dir, &[("FTAB_FAILPOINT", "after_offline_commit")]);
-    setup(&scheduler);
+    scheduler.example_workspace();
     let out = scheduler.ftab(&[
         "--output",
         "json",
@@ -295,7 +285,7 @@ fn a_file_that_fails_half_way_stores_nothing_and_keeps_its_key_free() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let scheduler = SchedulerProcess::start(&data_dir);
-    setup(&scheduler);
+    scheduler.example_workspace();
     let t = hours_ago(3);
     let lines = |bad: bool| {
         let mut text = String::from("user_id,timestamp,user_login_count_7d,user_login_count_30d\n");
@@ -395,7 +385,7 @@ fn a_restart_cleans_what_crashes_left_behind() {
 
     // A committed ingest, and a training set (which records its spine).
     let scheduler = SchedulerProcess::start(&data_dir);
-    setup(&scheduler);
+    scheduler.example_workspace();
     let first = logins("first.csv", &["u1", "u2", "u3"]);
     scheduler
         .ftab(&[
@@ -574,7 +564,7 @@ fn files_are_ingested_in_place_by_uri() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let scheduler = SchedulerProcess::start(&data);
-    setup(&scheduler);
+    scheduler.example_workspace();
     let by_uri = |uri: &str, extra: &[&str]| {
         let mut args = vec!["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", "--uri", uri];
         args.extend_from_slice(extra);
@@ -600,9 +590,7 @@ fn files_are_ingested_in_place_by_uri() {
     assert_eq!(line["job"]["state"], "succeeded", "{line}");
     assert_eq!(line["job"]["counts"]["duplicates_dropped"], 1, "{line}");
     assert_eq!(line["job"]["counts"]["offline_rows_committed"], 4, "{line}");
-    let got = scheduler
-        .ftab(&["--output", "json", "get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
-        .json();
+    let got = scheduler.online("user_login_counts", "user_id=u1");
     assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 100]), "the later file wins: {got}");
     // Staged data is gone once the job succeeded.
     assert!(find_files(&data.join("store/staging"), "parquet").is_empty());
@@ -649,7 +637,7 @@ fn cancelling_a_running_job_stops_its_tasks() {
     let data = dir.path().join("data");
     // Every write task waits 60 s before it reads its input.
     let scheduler = SchedulerProcess::start_with_env(&data, &[("FTAB_FAILPOINT", "slow_task:60000")]);
-    setup(&scheduler);
+    scheduler.example_workspace();
     let file = write(
         dir.path(),
         "logins.csv",
@@ -696,7 +684,7 @@ fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
         &["--max-jobs", "2", "--parallelism", "1"],
         &[("FTAB_FAILPOINT", "slow_task:2000")],
     );
-    setup(&scheduler);
+    scheduler.example_workspace();
     let at = hours_ago(5);
     let logins = |n: i64| {
         write(
@@ -742,8 +730,6 @@ fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
         });
         assert_eq!(done["state"], "succeeded", "{done}");
     }
-    let got = scheduler
-        .ftab(&["--output", "json", "get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
-        .json();
+    let got = scheduler.online("user_login_counts", "user_id=u1");
     assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 2]), "the later ingest wins: {got}");
 }

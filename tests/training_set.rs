@@ -4,16 +4,10 @@
 
 use std::path::Path;
 
-use ftab_e2e::{SchedulerProcess, hours_ago, read_parquet_rows, repo_root, write};
+use ftab_e2e::{SchedulerProcess, hours_ago, read_parquet_rows, write};
 
 fn setup(scheduler: &SchedulerProcess, dir: &Path) {
-    scheduler
-        .ftab(&["workspace", "create", "prod", "--live"])
-        .ok();
-    let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
-        .ok();
+    scheduler.example_workspace();
     // u1..u3 at 72, 48 and 24 hours ago; each value is 10 * user + days ago. Three ingests,
     // one per day, so the offline table has a file per day and version 2 at the end.
     for days in [3, 2, 1] {

@@ -1,10 +1,10 @@
 //! `ftab-bench cluster`: the training-set benchmark (its two tables' ingests included)
 //! standalone and in cluster mode on the same generated data, side by side.
 //!
-//! Standalone: the embedded defaults (an in-process executor, the local disk). Cluster:
-//! the scheduler in this process with `--cluster-addr` on loopback, `--executors`
-//! `ftab-executor` processes with `--tasks` slots each, and the object store on a local
-//! S3 server (moto, as in the tests). Each run checks its training set row by row
+//! Standalone: the embedded defaults (an in-process executor). Cluster: the scheduler in
+//! this process with `--cluster-addr` on loopback and `--executors` `ftab-executor`
+//! processes with `--tasks` slots each. Both keep their data in the same kind of object
+//! store (`--store`): a local S3 server (moto, as in the tests) or the local disk. Each run checks its training set row by row
 //! against the reference; a run that fails its check prints no figures. Build
 //! `ftab-executor` beside the bench: `cargo build --release -p ftab-bench -p ftab-executor`.
 
@@ -26,6 +26,10 @@ pub struct ClusterArgs {
     /// Task slots of each executor.
     #[arg(long, default_value_t = 1)]
     tasks: usize,
+    /// The object store of both runs: `s3` (moto, on this machine) or `local` (the local
+    /// disk, which a one-host cluster may use).
+    #[arg(long, default_value = "s3")]
+    store: String,
     #[command(flatten)]
     set: TrainingSetArgs,
 }
@@ -101,11 +105,29 @@ pub async fn wait_for_executors(scheduler: &ftab_scheduler::Scheduler, n: usize)
 }
 
 pub async fn run(args: ClusterArgs, s3: &S3) -> anyhow::Result<()> {
-    s3.0.create_bucket("ftab-bench");
-    eprintln!("== standalone ==");
-    let standalone = run_as(args.set.clone(), &Deployment::Standalone).await?;
+    let (bucket, store) = match args.store.as_str() {
+        "s3" => (Some("ftab-bench".to_string()), "moto S3"),
+        "local" => (None, "the local disk"),
+        other => bail!("--store is s3 or local, not `{other}`"),
+    };
+    // One bucket per run, so the cluster does not read the standalone run's tables.
+    let bucket = |run: &str| {
+        bucket.as_ref().map(|b| {
+            let name = format!("{b}-{run}");
+            s3.0.create_bucket(&name);
+            name
+        })
+    };
+    eprintln!("== standalone, object store on {store} ==");
+    let standalone = run_as(
+        args.set.clone(),
+        &Deployment::Standalone {
+            bucket: bucket("standalone"),
+        },
+    )
+    .await?;
     eprintln!(
-        "== cluster: {} executors x {} tasks, S3 (moto) ==",
+        "== cluster: {} executors x {} tasks, object store on {store} ==",
         args.executors, args.tasks
     );
     let cluster = run_as(
@@ -113,13 +135,13 @@ pub async fn run(args: ClusterArgs, s3: &S3) -> anyhow::Result<()> {
         &Deployment::Cluster {
             executors: args.executors,
             tasks: args.tasks,
-            bucket: "ftab-bench".into(),
+            bucket: bucket("cluster"),
         },
     )
     .await?;
     println!();
     println!(
-        "standalone vs cluster ({} executors x {} tasks, object store on moto S3), same data:",
+        "standalone vs cluster ({} executors x {} tasks), both with the object store on {store}, same data:",
         args.executors, args.tasks
     );
     println!(

@@ -51,12 +51,18 @@ enum Bench {
 /// Where a benchmark's scheduler runs its jobs.
 #[derive(Debug, Clone)]
 pub enum Deployment {
-    /// The embedded defaults: an in-process executor, a local object store.
-    Standalone,
+    /// The embedded defaults: an in-process executor; the object store on the local disk,
+    /// or in `bucket` of the S3 server the environment names.
+    Standalone { bucket: Option<String> },
     /// Cluster mode on this machine: `ftab-executor` processes with `tasks` slots each,
     /// registered on loopback, the object store in `bucket` of the S3 server the
-    /// environment names (`AWS_ENDPOINT`, set by `cluster::S3`).
-    Cluster { executors: usize, tasks: usize, bucket: String },
+    /// environment names (`AWS_ENDPOINT`, set by `cluster::S3`), or on the local disk
+    /// without a bucket.
+    Cluster {
+        executors: usize,
+        tasks: usize,
+        bucket: Option<String>,
+    },
 }
 
 /// A scheduler running in this process, and a client of it.
@@ -76,7 +82,7 @@ impl Running {
         parallelism: Option<usize>,
         join: Option<ftab_engine::plan::JoinChoice>,
     ) -> anyhow::Result<Self> {
-        Self::start_as(&Deployment::Standalone, parallelism, join).await
+        Self::start_as(&Deployment::Standalone { bucket: None }, parallelism, join).await
     }
 
     /// Start a scheduler deployed as `deployment`.
@@ -95,10 +101,14 @@ impl Running {
             training_set_join: join.unwrap_or(defaults.training_set_join),
             ..defaults
         };
-        if let Deployment::Cluster { bucket, .. } = deployment {
-            config.cluster_addr = Some("127.0.0.1:0".parse()?);
-            config.storage = Some(format!("s3://{bucket}/ftab"));
-        }
+        let bucket = match deployment {
+            Deployment::Standalone { bucket } => bucket,
+            Deployment::Cluster { bucket, .. } => {
+                config.cluster_addr = Some("127.0.0.1:0".parse()?);
+                bucket
+            }
+        };
+        config.storage = bucket.as_ref().map(|b| format!("s3://{b}/ftab"));
         let scheduler = Scheduler::open(config).await?;
         let mut executors = Vec::new();
         if let Deployment::Cluster { executors: n, tasks, .. } = deployment {

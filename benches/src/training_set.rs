@@ -267,7 +267,9 @@ pub struct Summary {
 }
 
 pub async fn run(args: TrainingSetArgs) -> anyhow::Result<()> {
-    run_as(args, &crate::Deployment::Standalone).await.map(|_| ())
+    run_as(args, &crate::Deployment::Standalone { bucket: None })
+        .await
+        .map(|_| ())
 }
 
 /// Run the benchmark with the scheduler deployed as `deployment`; print its table.

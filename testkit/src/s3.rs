@@ -15,48 +15,50 @@ pub struct S3Server {
     _dir: tempfile::TempDir,
 }
 
-/// A free loopback port (bound and released; another process could take it first, which
-/// tests accept).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a loopback port")
-}
-
 const INSTALL_HINT: &str = "moto's S3 server (`moto_server`, from PyPI `moto[server]`) is needed: run the tests with `scripts/test.sh`, which installs it in a virtual environment, or `pip install -r tests/python/requirements.txt`";
 
 impl S3Server {
     /// Start the server and wait until it answers; panics with what to install if it
-    /// cannot start.
+    /// cannot start. moto picks its own free port (`-p 0`) and prints it: a port chosen
+    /// here and released could be taken by another process before moto binds it, and a
+    /// test would then talk S3 to that process.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("moto.log");
         let out = std::fs::File::create(&log).expect("create the moto log");
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone a file handle"))
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto_server ({e}). {INSTALL_HINT}"));
-        let server = Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let port = text
+                .split("Running on http://127.0.0.1:")
+                .nth(1)
+                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .and_then(|digits| digits.parse::<u16>().ok());
+            if let Some(port) = port {
+                break port;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto_server exited ({status}). {INSTALL_HINT}. Its log:\n{text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("moto_server did not start within 30s. {INSTALL_HINT}. Its log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             log,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer on port {port} within 30s. {INSTALL_HINT}. Its log:\n{}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        server
     }
 
     /// The environment object_store (and delta-rs's Python client, by the same names)

@@ -130,6 +130,20 @@ impl SchedulerProcess {
         ftab_with_server(&self.url, args)
     }
 
+    /// Create the live workspace `prod` with the example repository applied.
+    pub fn example_workspace(&self) {
+        self.ftab(&["workspace", "create", "prod", "--live"]).ok();
+        let repo = repo_root().join("examples/feature_repo");
+        self.ftab(&["apply", repo.to_str().unwrap(), "-w", "prod", "--yes"])
+            .ok();
+    }
+
+    /// `ftab get` of one key of a table of workspace `prod`, as JSON.
+    pub fn online(&self, table: &str, key: &str) -> serde_json::Value {
+        self.ftab(&["--output", "json", "get", "-w", "prod", "-t", table, "--key", key])
+            .json()
+    }
+
     /// Send SIGTERM and wait for the process to exit; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
         let mut child = self.child.take().expect("the scheduler is running");

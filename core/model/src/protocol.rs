@@ -878,8 +878,9 @@ mod tests {
         })
         .encode();
         assert_eq!(
-            String::from_utf8(body).unwrap(),
-            r#"{"workspace":"prod","table":"t","drop_extra_columns":false,"uri":"s3://b/x.parquet","format":"parquet"}"#
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"workspace": "prod", "table": "t", "drop_extra_columns": false,
+                               "uri": "s3://b/x.parquet", "format": "parquet"})
         );
         assert_eq!(FileFormat::of_file("x/y.ndjson"), Some(FileFormat::Json));
         assert_eq!(FileFormat::of_file("x/y.txt"), None);

@@ -101,23 +101,6 @@ macro_rules! rebuilt_from_children {
 }
 pub(crate) use rebuilt_from_children;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::physical_plan::empty::EmptyExec;
-
-    #[test]
-    fn a_wrong_number_of_children_names_the_node() {
-        let child: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
-        let [_one] = exactly(vec![child.clone()], "OneExec").unwrap();
-        let err = exactly::<2>(vec![child], "TwoExec").unwrap_err();
-        assert!(
-            err.to_string().contains("TwoExec takes 2 children, got 1"),
-            "{err}"
-        );
-    }
-}
-
 /// Test hook: with `FTAB_FAILPOINT=slow_task:MS` in a process's environment, every task of
 /// ftab's writing and joining nodes it runs waits MS milliseconds before reading its
 /// input, so a test can kill an executor or the scheduler while a job's tasks run
@@ -145,4 +128,21 @@ pub(crate) fn slowed_for_tests(
     Box::pin(
         datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, delayed),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::physical_plan::empty::EmptyExec;
+
+    #[test]
+    fn a_wrong_number_of_children_names_the_node() {
+        let child: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+        let [_one] = exactly(vec![child.clone()], "OneExec").unwrap();
+        let err = exactly::<2>(vec![child], "TwoExec").unwrap_err();
+        assert!(
+            err.to_string().contains("TwoExec takes 2 children, got 1"),
+            "{err}"
+        );
+    }
 }

@@ -57,15 +57,19 @@ fn input(batch_rows: usize) -> Arc<dyn ExecutionPlan> {
     MemorySourceConfig::try_new_exec(&[batches], batch.schema(), None).unwrap()
 }
 
-/// (k, v) of the Parquet file at `memory:///<path>`, sorted.
-async fn values(ctx: &SessionContext, path: &Path) -> Vec<(String, i64)> {
-    let batches = ctx
-        .read_parquet(format!("memory:///{path}"), Default::default())
+/// The batches of the Parquet file at `memory:///<path>`.
+async fn batches_at(ctx: &SessionContext, path: &str) -> Vec<RecordBatch> {
+    ctx.read_parquet(format!("memory:///{path}"), Default::default())
         .await
         .unwrap()
         .collect()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// (k, v) of the Parquet file at `memory:///<path>`, sorted.
+async fn values(ctx: &SessionContext, path: &Path) -> Vec<(String, i64)> {
+    let batches = batches_at(ctx, path.as_ref()).await;
     let mut out = Vec::new();
     for batch in batches {
         let keys =
@@ -334,14 +338,8 @@ schema = [
 
 /// The `_row` values of a staged Parquet file at `memory:///<path>`.
 async fn values_of(ctx: &SessionContext, path: &str) -> Vec<i64> {
-    let batches = ctx
-        .read_parquet(format!("memory:///{path}"), Default::default())
+    batches_at(ctx, path)
         .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    batches
         .iter()
         .flat_map(|b| {
             b.column_by_name(ROW_COLUMN)
