@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ftab_e2e::{
-    ExecutorProcess, SchedulerProcess, ftab_with_server, hours_ago, poll_json, read_parquet_rows, write,
+    ExecutorProcess, SchedulerProcess, ftab_with_server, hours_ago, poll_json, read_parquet_rows,
+    write,
 };
 use ftab_testkit::Rng;
 use ftab_testkit::s3::S3Server;
@@ -53,8 +54,9 @@ fn workload(dir: &Path) -> Workload {
             write(dir, &format!("logins-{ingest}.csv"), &csv),
         ));
     }
-    let mut csv = "user_id,merchant_id,timestamp,transaction_count_7d,amount_mean_7d,amount_max_7d\n"
-        .to_string();
+    let mut csv =
+        "user_id,merchant_id,timestamp,transaction_count_7d,amount_mean_7d,amount_max_7d\n"
+            .to_string();
     for day in 1..=DAYS {
         for user in 0..USERS {
             let merchant = rng.below(MERCHANTS);
@@ -205,7 +207,8 @@ struct Reference {
 
 fn reference(dir: &Path, work: &Workload) -> Reference {
     let data = dir.join("standalone");
-    let scheduler = SchedulerProcess::start_with(&data, &["--parallelism", "2"], &[] as &[(&str, &str)]);
+    let scheduler =
+        SchedulerProcess::start_with(&data, &["--parallelism", "2"], &[] as &[(&str, &str)]);
     scheduler.example_workspace();
     for (table, file) in &work.files {
         ingest(&scheduler, table, file);
@@ -295,8 +298,12 @@ impl Cluster {
         env.extend(self.executor_env.iter().cloned());
         let n = self.executors.len();
         let work_dir = self.dir.join(format!("executor-{n}"));
-        self.executors
-            .push(Some(ExecutorProcess::start(&self.cluster_addr, &work_dir, 1, &env)));
+        self.executors.push(Some(ExecutorProcess::start(
+            &self.cluster_addr,
+            &work_dir,
+            1,
+            &env,
+        )));
     }
 
     /// Wait until the scheduler lists `n` executors.
@@ -316,7 +323,10 @@ impl Cluster {
             assert!(Instant::now() < deadline, "executor {i} never got a task");
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.executors[i].take().expect("executor is running").kill();
+        self.executors[i]
+            .take()
+            .expect("executor is running")
+            .kill();
     }
 
     fn tasks_received(&self, i: usize) -> usize {
@@ -325,9 +335,14 @@ impl Cluster {
 
     /// Kill the scheduler with SIGKILL and start it again on the same data and address.
     fn restart_scheduler(&mut self) {
-        self.scheduler.take().expect("the scheduler is running").kill();
+        self.scheduler
+            .take()
+            .expect("the scheduler is running")
+            .kill();
         let arg_refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.scheduler = Some(SchedulerProcess::start_with(&self.data, &arg_refs, &self.env));
+        self.scheduler = Some(SchedulerProcess::start_with(
+            &self.data, &arg_refs, &self.env,
+        ));
     }
 }
 
@@ -337,7 +352,9 @@ fn tasks_received(executor: &ExecutorProcess) -> usize {
 
 /// Ingest without waiting; the job's id.
 fn ingest_in_background(scheduler: &SchedulerProcess, table: &str, file: &str) -> String {
-    let out = scheduler.ftab(&["--output", "json", "ingest", "-w", "prod", "-t", table, file]);
+    let out = scheduler.ftab(&[
+        "--output", "json", "ingest", "-w", "prod", "-t", table, file,
+    ]);
     out.ok();
     out.json()["job_id"]
         .as_str()
@@ -377,21 +394,42 @@ fn a_cluster_on_s3_gives_the_standalone_answer() {
     let lines: Vec<&str> = rows.lines().collect();
     let (a, b) = lines.split_at(lines.len() / 2);
     for (name, part) in [("part-1.csv", a), ("part-2.csv", b)] {
-        let local = write(dir.path(), name, &format!("{header}\n{}\n", part.join("\n")));
-        s3.put_file("plain", &format!("incoming/logins-2/{name}"), Path::new(&local));
+        let local = write(
+            dir.path(),
+            name,
+            &format!("{header}\n{}\n", part.join("\n")),
+        );
+        s3.put_file(
+            "plain",
+            &format!("incoming/logins-2/{name}"),
+            Path::new(&local),
+        );
     }
     ingest_uri(scheduler, second.0, "s3://plain/incoming/logins-2/");
     ingest(scheduler, third.0, &third.1);
-    let jsonl = write(dir.path(), "stats.jsonl", &csv_to_json_lines(&std::fs::read_to_string(&stats.1).unwrap()));
+    let jsonl = write(
+        dir.path(),
+        "stats.jsonl",
+        &csv_to_json_lines(&std::fs::read_to_string(&stats.1).unwrap()),
+    );
     s3.put_file("plain", "incoming/stats.jsonl", Path::new(&jsonl));
     ingest_uri(scheduler, stats.0, "s3://plain/incoming/stats.jsonl");
     let got = training_set(scheduler, &work.spine, &dir.path().join("cluster.parquet"));
     assert_eq!(got.len(), expected.training_set.len());
-    assert!(got == expected.training_set, "the cluster's training set differs from standalone");
+    assert!(
+        got == expected.training_set,
+        "the cluster's training set differs from standalone"
+    );
     assert_eq!(online(scheduler), expected.online);
-    let logins = delta_rows("s3://plain/ftab/offline/prod/user_login_counts/g1", &cluster.env);
+    let logins = delta_rows(
+        "s3://plain/ftab/offline/prod/user_login_counts/g1",
+        &cluster.env,
+    );
     assert_eq!(logins.len(), expected.logins.len());
-    assert!(logins == expected.logins, "the offline rows on S3 differ from standalone");
+    assert!(
+        logins == expected.logins,
+        "the offline rows on S3 differ from standalone"
+    );
 
     drop(cluster);
     drop(s3);
@@ -405,7 +443,13 @@ fn killed_executors_and_a_killed_scheduler_end_with_the_rows_of_a_clean_run() {
 
     let s3 = S3Server::start();
     // Every task of the executors takes a second or more, so each kill lands mid-job.
-    let mut cluster = Cluster::start(dir.path(), &s3, "faults", 2, &[("FTAB_FAILPOINT", "slow_task:1500")]);
+    let mut cluster = Cluster::start(
+        dir.path(),
+        &s3,
+        "faults",
+        2,
+        &[("FTAB_FAILPOINT", "slow_task:1500")],
+    );
     cluster.scheduler().example_workspace();
     let [first, second, third, stats] = &work.files[..] else {
         panic!("four ingests");
@@ -427,12 +471,18 @@ fn killed_executors_and_a_killed_scheduler_end_with_the_rows_of_a_clean_run() {
     let job = ingest_in_background(cluster.scheduler(), third.0, &third.1);
     let deadline = Instant::now() + Duration::from_secs(120);
     while cluster.tasks_received(1) == before {
-        assert!(Instant::now() < deadline, "the ingest never reached an executor");
+        assert!(
+            Instant::now() < deadline,
+            "the ingest never reached an executor"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     cluster.restart_scheduler();
     let resumed = wait_succeeded(cluster.scheduler(), &job);
-    assert!(resumed["attempts"].as_u64() >= Some(2) || resumed["attempt"].as_u64() >= Some(2), "{resumed}");
+    assert!(
+        resumed["attempts"].as_u64() >= Some(2) || resumed["attempt"].as_u64() >= Some(2),
+        "{resumed}"
+    );
     ingest(cluster.scheduler(), stats.0, &stats.1);
 
     // An executor killed while a training set's tasks run: the training set still comes
@@ -440,16 +490,33 @@ fn killed_executors_and_a_killed_scheduler_end_with_the_rows_of_a_clean_run() {
     let before = cluster.tasks_received(1);
     let out = dir.path().join("faults.parquet");
     let run = {
-        let (url, spine, out) = (cluster.scheduler().url.clone(), work.spine.clone(), out.clone());
+        let (url, spine, out) = (
+            cluster.scheduler().url.clone(),
+            work.spine.clone(),
+            out.clone(),
+        );
         std::thread::spawn(move || training_set_at(&url, &spine, &out))
     };
     cluster.kill_executor_in_task(1, before);
     let got = run.join().expect("the training set's thread");
-    assert!(got == expected.training_set, "the training set differs from a clean run");
+    assert!(
+        got == expected.training_set,
+        "the training set differs from a clean run"
+    );
     assert_eq!(online(cluster.scheduler()), expected.online);
-    let logins = delta_rows("s3://faults/ftab/offline/prod/user_login_counts/g1", &cluster.env);
-    assert_eq!(logins.len(), expected.logins.len(), "rows lost or committed twice");
-    assert!(logins == expected.logins, "the offline rows differ from a clean run");
+    let logins = delta_rows(
+        "s3://faults/ftab/offline/prod/user_login_counts/g1",
+        &cluster.env,
+    );
+    assert_eq!(
+        logins.len(),
+        expected.logins.len(),
+        "rows lost or committed twice"
+    );
+    assert!(
+        logins == expected.logins,
+        "the offline rows differ from a clean run"
+    );
 }
 
 /// What cannot work is refused at start with the reason, before anything is served.
@@ -474,17 +541,34 @@ fn unusable_configurations_stop_the_processes_at_start() {
     // Executors on other hosts cannot read a local path.
     let (code, err) = run(
         "ftab-scheduler",
-        &["--data-dir", data, "--cluster-addr", "0.0.0.0:0", "--online-store", "none"],
+        &[
+            "--data-dir",
+            data,
+            "--cluster-addr",
+            "0.0.0.0:0",
+            "--online-store",
+            "none",
+        ],
         &[],
     );
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("is a local path") && err.contains("s3://"), "{err}");
+    assert!(
+        err.contains("is a local path") && err.contains("s3://"),
+        "{err}"
+    );
 
     // A bucket that does not exist: named at start, with what to check.
     let s3 = S3Server::start();
     let (code, err) = run(
         "ftab-scheduler",
-        &["--data-dir", data, "--flight-addr", "127.0.0.1:0", "--storage", "s3://no-such-bucket/ftab"],
+        &[
+            "--data-dir",
+            data,
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--storage",
+            "s3://no-such-bucket/ftab",
+        ],
         &s3.env(),
     );
     assert_eq!(code, Some(1), "{err}");
@@ -498,7 +582,11 @@ fn unusable_configurations_stop_the_processes_at_start() {
     let (code, err) = run("ftab-executor", &["--scheduler", "sched"], &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--scheduler `sched`: no port"), "{err}");
-    let (code, err) = run("ftab-executor", &["--scheduler", "sched:1", "--bind-host", "0.0.0.0"], &[]);
+    let (code, err) = run(
+        "ftab-executor",
+        &["--scheduler", "sched:1", "--bind-host", "0.0.0.0"],
+        &[],
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("give --external-host"), "{err}");
 }
@@ -518,7 +606,10 @@ fn without_an_online_store_online_tables_are_refused_not_skipped() {
     let file = write(
         dir.path(),
         "logins.csv",
-        &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},1,2\n", hours_ago(2)),
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},1,2\n",
+            hours_ago(2)
+        ),
     );
     let err = scheduler
         .ftab(&["ingest", "-w", "prod", "-t", "user_login_counts", &file])
@@ -531,10 +622,24 @@ fn without_an_online_store_online_tables_are_refused_not_skipped() {
         "{err}"
     );
     let err = scheduler
-        .ftab(&["get", "-w", "prod", "-t", "user_login_counts", "-k", "user_id=u1"])
+        .ftab(&[
+            "get",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "-k",
+            "user_id=u1",
+        ])
         .fails_with(1)
         .to_string();
     assert!(err.contains("has no online store"), "{err}");
-    let jobs = scheduler.ftab(&["--output", "json", "jobs", "list", "-w", "prod"]).json();
-    assert_eq!(jobs["jobs"], serde_json::json!([]), "nothing was queued: {jobs}");
+    let jobs = scheduler
+        .ftab(&["--output", "json", "jobs", "list", "-w", "prod"])
+        .json();
+    assert_eq!(
+        jobs["jobs"],
+        serde_json::json!([]),
+        "nothing was queued: {jobs}"
+    );
 }

@@ -45,7 +45,12 @@ fn kubernetes_manifests_are_valid() {
         assert!(ok, "{name}: {said}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let broken = broken_copy(dir.path(), &k8s.join("executor.yaml"), "replicas: 2", "replica: 2");
+    let broken = broken_copy(
+        dir.path(),
+        &k8s.join("executor.yaml"),
+        "replicas: 2",
+        "replica: 2",
+    );
     let (ok, said) = validate("kubernetes-validate", &strict, &broken);
     assert!(!ok && said.contains("'replica' was unexpected"), "{said}");
 }
@@ -84,7 +89,8 @@ fn deploy_files_name_only_settings_the_binaries_read() {
                 .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
                 .collect();
             assert!(
-                known.contains(&format!("env: {name}]")) || known.contains(&format!("env: {name}=")),
+                known.contains(&format!("env: {name}]"))
+                    || known.contains(&format!("env: {name}=")),
                 "{} names {name}, which neither binary reads",
                 file.display()
             );

@@ -566,13 +566,31 @@ fn files_are_ingested_in_place_by_uri() {
     let scheduler = SchedulerProcess::start(&data);
     scheduler.example_workspace();
     let by_uri = |uri: &str, extra: &[&str]| {
-        let mut args = vec!["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", "--uri", uri];
+        let mut args = vec![
+            "--output",
+            "json",
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "--uri",
+            uri,
+        ];
         args.extend_from_slice(extra);
         scheduler.ftab(&args)
     };
     // Refusals, as text on stderr.
     let refused = |uri: &str, extra: &[&str]| {
-        let mut args = vec!["ingest", "-w", "prod", "-t", "user_login_counts", "--uri", uri];
+        let mut args = vec![
+            "ingest",
+            "-w",
+            "prod",
+            "-t",
+            "user_login_counts",
+            "--uri",
+            uri,
+        ];
         args.extend_from_slice(extra);
         scheduler.ftab(&args).fails_with(1).to_string()
     };
@@ -580,8 +598,14 @@ fn files_are_ingested_in_place_by_uri() {
     // Two Parquet files under a prefix, in name order: the second rewrites u1 at the same
     // time, and wins, as a later row of one upload would.
     let incoming = dir.path().join("incoming");
-    logins_parquet(&incoming.join("a.parquet"), &[("u1", 30, 1), ("u2", 30, 2), ("u3", 29, 3)]);
-    logins_parquet(&incoming.join("b.parquet"), &[("u1", 30, 100), ("u4", 28, 4)]);
+    logins_parquet(
+        &incoming.join("a.parquet"),
+        &[("u1", 30, 1), ("u2", 30, 2), ("u3", 29, 3)],
+    );
+    logins_parquet(
+        &incoming.join("b.parquet"),
+        &[("u1", 30, 100), ("u4", 28, 4)],
+    );
     std::fs::write(incoming.join("README.txt"), "not data").unwrap();
     let uri = incoming.to_str().unwrap().to_string() + "/";
     let out = by_uri(&uri, &["--wait", "--idempotency-key", "day-1"]);
@@ -591,7 +615,11 @@ fn files_are_ingested_in_place_by_uri() {
     assert_eq!(line["job"]["counts"]["duplicates_dropped"], 1, "{line}");
     assert_eq!(line["job"]["counts"]["offline_rows_committed"], 4, "{line}");
     let got = scheduler.online("user_login_counts", "user_id=u1");
-    assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 100]), "the later file wins: {got}");
+    assert_eq!(
+        got["features"][0],
+        serde_json::json!(["user_login_count_7d", 100]),
+        "the later file wins: {got}"
+    );
     // Staged data is gone once the job succeeded.
     assert!(find_files(&data.join("store/staging"), "parquet").is_empty());
 
@@ -601,7 +629,10 @@ fn files_are_ingested_in_place_by_uri() {
     assert_eq!(again["replayed"], true, "{again}");
     logins_parquet(&incoming.join("b.parquet"), &[("u1", 30, 7)]);
     let err = refused(&uri, &["--idempotency-key", "day-1"]);
-    assert!(err.contains("idempotency key `day-1` was already used") && err.contains("other files"), "{err}");
+    assert!(
+        err.contains("idempotency key `day-1` was already used") && err.contains("other files"),
+        "{err}"
+    );
 
     // A file with a null join key refuses the whole ingest, naming the file; nothing stays.
     let bad = dir.path().join("bad");
@@ -609,19 +640,34 @@ fn files_are_ingested_in_place_by_uri() {
     logins_parquet(&bad.join("2.parquet"), &[("u6", 10, 6), ("", 9, 7)]);
     let err = refused(bad.to_str().unwrap(), &[]);
     assert!(
-        err.contains("2.parquet") && err.contains("user_id") && err.contains("nothing was ingested"),
+        err.contains("2.parquet")
+            && err.contains("user_id")
+            && err.contains("nothing was ingested"),
         "{err}"
     );
-    assert!(find_files(&data.join("store/staging"), "parquet").is_empty(), "nothing staged");
+    assert!(
+        find_files(&data.join("store/staging"), "parquet").is_empty(),
+        "nothing staged"
+    );
 
     // What the URI holds must be one format, and there must be something.
-    std::fs::write(bad.join("3.csv"), "user_id,timestamp,user_login_count_7d,user_login_count_30d\n").unwrap();
+    std::fs::write(
+        bad.join("3.csv"),
+        "user_id,timestamp,user_login_count_7d,user_login_count_30d\n",
+    )
+    .unwrap();
     let err = refused(bad.to_str().unwrap(), &[]);
-    assert!(err.contains("several formats (csv, parquet)") && err.contains("--format"), "{err}");
+    assert!(
+        err.contains("several formats (csv, parquet)") && err.contains("--format"),
+        "{err}"
+    );
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = refused(empty.to_str().unwrap(), &[]);
-    assert!(err.contains("there are no Parquet, CSV or JSON files") && err.contains("at ingest URI"), "{err}");
+    assert!(
+        err.contains("there are no Parquet, CSV or JSON files") && err.contains("at ingest URI"),
+        "{err}"
+    );
     let err = refused("relative/path/", &[]);
     assert!(err.contains("neither a URL"), "{err}");
     // A header-only CSV file holds no rows.
@@ -636,7 +682,8 @@ fn cancelling_a_running_job_stops_its_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Every write task waits 60 s before it reads its input.
-    let scheduler = SchedulerProcess::start_with_env(&data, &[("FTAB_FAILPOINT", "slow_task:60000")]);
+    let scheduler =
+        SchedulerProcess::start_with_env(&data, &[("FTAB_FAILPOINT", "slow_task:60000")]);
     scheduler.example_workspace();
     let file = write(
         dir.path(),
@@ -646,7 +693,16 @@ fn cancelling_a_running_job_stops_its_tasks() {
             hours_ago(3)
         ),
     );
-    let out = scheduler.ftab(&["--output", "json", "ingest", "-w", "prod", "-t", "user_login_counts", &file]);
+    let out = scheduler.ftab(&[
+        "--output",
+        "json",
+        "ingest",
+        "-w",
+        "prod",
+        "-t",
+        "user_login_counts",
+        &file,
+    ]);
     let job_id = out.json()["job_id"].as_str().unwrap().to_string();
     scheduler.wait_for_log("failpoint slow_task");
     let started = std::time::Instant::now();
@@ -690,17 +746,23 @@ fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
         write(
             dir.path(),
             &format!("logins-{n}.csv"),
-            &format!("user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{at},{n},{n}\n"),
+            &format!(
+                "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{at},{n},{n}\n"
+            ),
         )
     };
     let stats = write(
         dir.path(),
         "stats.csv",
-        &format!("user_id,merchant_id,timestamp,transaction_count_7d,amount_mean_7d,amount_max_7d\nu1,m1,{at},1,2.5,3.0\n"),
+        &format!(
+            "user_id,merchant_id,timestamp,transaction_count_7d,amount_mean_7d,amount_max_7d\nu1,m1,{at},1,2.5,3.0\n"
+        ),
     );
     let job = |table: &str, file: &str| {
         scheduler
-            .ftab(&["--output", "json", "ingest", "-w", "prod", "-t", table, file])
+            .ftab(&[
+                "--output", "json", "ingest", "-w", "prod", "-t", table, file,
+            ])
             .json()["job_id"]
             .as_str()
             .unwrap()
@@ -721,9 +783,19 @@ fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
     let listed = poll_json(&scheduler, &["jobs", "list", "-w", "prod"], |l| {
         state(l, &first) == "running" && state(l, &other) == "running"
     });
-    assert_eq!(state(&listed, &second), "queued", "the table's second ingest waits: {listed}");
-    let text = scheduler.ftab(&["jobs", "list", "-w", "prod"]).ok().to_string();
-    assert!(text.contains("running") && text.contains("queued"), "{text}");
+    assert_eq!(
+        state(&listed, &second),
+        "queued",
+        "the table's second ingest waits: {listed}"
+    );
+    let text = scheduler
+        .ftab(&["jobs", "list", "-w", "prod"])
+        .ok()
+        .to_string();
+    assert!(
+        text.contains("running") && text.contains("queued"),
+        "{text}"
+    );
     for id in [&first, &second, &other] {
         let done = poll_json(&scheduler, &["jobs", "show", id], |j| {
             j["state"] == "succeeded" || j["state"] == "failed"
@@ -731,5 +803,9 @@ fn jobs_of_different_tables_run_at_once_and_a_tables_jobs_in_order() {
         assert_eq!(done["state"], "succeeded", "{done}");
     }
     let got = scheduler.online("user_login_counts", "user_id=u1");
-    assert_eq!(got["features"][0], serde_json::json!(["user_login_count_7d", 2]), "the later ingest wins: {got}");
+    assert_eq!(
+        got["features"][0],
+        serde_json::json!(["user_login_count_7d", 2]),
+        "the later ingest wins: {got}"
+    );
 }

@@ -93,7 +93,10 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Wait until `n` executors are registered with the scheduler.
-pub async fn wait_for_executors(scheduler: &ftab_scheduler::Scheduler, n: usize) -> anyhow::Result<()> {
+pub async fn wait_for_executors(
+    scheduler: &ftab_scheduler::Scheduler,
+    n: usize,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while scheduler.executors().await < n {
         if Instant::now() > deadline {

@@ -111,10 +111,19 @@ impl Running {
         config.storage = bucket.as_ref().map(|b| format!("s3://{b}/ftab"));
         let scheduler = Scheduler::open(config).await?;
         let mut executors = Vec::new();
-        if let Deployment::Cluster { executors: n, tasks, .. } = deployment {
+        if let Deployment::Cluster {
+            executors: n,
+            tasks,
+            ..
+        } = deployment
+        {
             let address = scheduler.ballista_addr().to_string();
             for i in 0..*n {
-                executors.push(cluster::Executor::start(&address, &dir.path().join(format!("executor-{i}")), *tasks)?);
+                executors.push(cluster::Executor::start(
+                    &address,
+                    &dir.path().join(format!("executor-{i}")),
+                    *tasks,
+                )?);
             }
             cluster::wait_for_executors(&scheduler, *n).await?;
         }

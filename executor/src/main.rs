@@ -19,7 +19,12 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "ftab-executor", version, about)]
 struct Args {
     /// The scheduler's cluster address (`ftab-scheduler --cluster-addr`), HOST:PORT.
-    #[arg(long, env = "FTAB_SCHEDULER", value_name = "HOST:PORT", default_value = "localhost:50050")]
+    #[arg(
+        long,
+        env = "FTAB_SCHEDULER",
+        value_name = "HOST:PORT",
+        default_value = "localhost:50050"
+    )]
     scheduler: String,
     /// Address to bind this executor's services to.
     #[arg(long, env = "FTAB_EXECUTOR_BIND_HOST", default_value = "127.0.0.1")]
@@ -53,13 +58,17 @@ struct Args {
 
 /// `host:port`, with a message that says what is wrong.
 fn split_address(text: &str) -> Result<(String, u16), String> {
-    let bad = |why: &str| format!("--scheduler `{text}`: {why}; write HOST:PORT, e.g. ftab-scheduler:50050");
+    let bad = |why: &str| {
+        format!("--scheduler `{text}`: {why}; write HOST:PORT, e.g. ftab-scheduler:50050")
+    };
     let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    let port = port.parse::<u16>().map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad("the port is not a number from 1 to 65535"))?;
     if port == 0 {
         return Err(bad("port 0 is not a scheduler's port"));
     }
@@ -93,12 +102,16 @@ async fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> Result<(), String> {
     let (scheduler_host, scheduler_port) = split_address(&args.scheduler)?;
     let memory_limit = match &args.memory_limit {
-        Some(text) => ftab_engine::runtime::parse_size(text).map_err(|e| format!("--memory-limit: {e}"))?,
+        Some(text) => {
+            ftab_engine::runtime::parse_size(text).map_err(|e| format!("--memory-limit: {e}"))?
+        }
         None => ftab_engine::runtime::default_memory_limit(),
     };
-    let tasks = args
-        .tasks
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let tasks = args.tasks.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     if tasks == 0 {
         return Err("--tasks must be at least 1".into());
     }
@@ -113,8 +126,12 @@ async fn run(args: Args) -> Result<(), String> {
             (dir.path().to_path_buf(), Some(dir))
         }
     };
-    std::fs::create_dir_all(&work_dir)
-        .map_err(|e| format!("cannot create the work directory {}: {e}", work_dir.display()))?;
+    std::fs::create_dir_all(&work_dir).map_err(|e| {
+        format!(
+            "cannot create the work directory {}: {e}",
+            work_dir.display()
+        )
+    })?;
     let runtime = ftab_engine::runtime::job_runtime(&ftab_engine::runtime::RuntimeSettings {
         memory_limit,
         parallelism: tasks,
@@ -197,7 +214,10 @@ mod tests {
 
     #[test]
     fn scheduler_addresses_parse_with_clear_errors() {
-        assert_eq!(split_address("sched:50050").unwrap(), ("sched".into(), 50050));
+        assert_eq!(
+            split_address("sched:50050").unwrap(),
+            ("sched".into(), 50050)
+        );
         assert_eq!(split_address("[::1]:7").unwrap(), ("::1".into(), 7));
         let err = split_address("sched").unwrap_err();
         assert!(err.contains("--scheduler `sched`: no port"), "{err}");

@@ -415,7 +415,12 @@ impl BallistaJob {
                 tracing::warn!(job = %self.job_id, "cannot cancel a Ballista job: {e}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let status = self.server.state.task_manager.get_job_status(&self.job_id).await;
+            let status = self
+                .server
+                .state
+                .task_manager
+                .get_job_status(&self.job_id)
+                .await;
             if let Ok(Some(status)) = status
                 && matches!(
                     status.status,

@@ -128,7 +128,9 @@ impl std::str::FromStr for OnlineStoreChoice {
         match text {
             "embedded" => Ok(Self::Embedded),
             "none" => Ok(Self::None),
-            other => Err(format!("unknown online store `{other}`; use embedded or none")),
+            other => Err(format!(
+                "unknown online store `{other}`; use embedded or none"
+            )),
         }
     }
 }

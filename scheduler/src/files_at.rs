@@ -56,8 +56,8 @@ pub async fn files_at(runtime: &RuntimeEnv, uri: &str, wanted: &Wanted<'_>) -> R
                 .map_err(|e| invalid(format!("{what} URI `{uri}`: {e}")))?,
         )
         .map_err(|e| invalid(format!("cannot open {what} URI `{uri}`: {e}")))?;
-    let path = Path::from_url_path(url.path())
-        .map_err(|e| invalid(format!("{what} URI `{uri}`: {e}")))?;
+    let path =
+        Path::from_url_path(url.path()).map_err(|e| invalid(format!("{what} URI `{uri}`: {e}")))?;
     let unreadable = |e: object_store::Error| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
         Error::FailedPrecondition(format!("cannot read {what} URI `{uri}`: {first}"))

@@ -23,8 +23,8 @@ use ftab_model::protocol::{
     IngestCommand, IngestResult, MAX_IDEMPOTENCY_KEY_LEN, StepState, WorkspaceKind,
 };
 
-use crate::cluster::Cluster;
 use crate::catalog::{Catalog, KeyedIngest, NewIngest, Recorded};
+use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::workspaces::find_table;
 
@@ -113,7 +113,8 @@ impl Ingests {
                 return Err(error);
             }
         };
-        self.record(&target, &command, ingest_id, &prefix, read).await
+        self.record(&target, &command, ingest_id, &prefix, read)
+            .await
     }
 
     /// The feature table an ingest goes to, after the checks every ingest passes: the key's

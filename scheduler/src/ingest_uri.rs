@@ -68,9 +68,9 @@ impl Ingests {
         }
 
         let ingest_id = IngestId::generate();
-        let prefix = self
-            .storage
-            .staging_prefix(&target.state.name, &target.table.name, &ingest_id);
+        let prefix =
+            self.storage
+                .staging_prefix(&target.state.name, &target.table.name, &ingest_id);
         let staged = self.stage(&target, &command, format, &found, &prefix).await;
         let rows = match staged {
             Ok(rows) => rows,
@@ -152,12 +152,12 @@ impl Ingests {
         let schema = self.read_schema(target, format, &urls).await?;
         let source: Arc<dyn FileSource> = match format {
             FileFormat::Parquet => Arc::new(ParquetSource::new(schema.clone())),
-            FileFormat::Csv => Arc::new(CsvSource::new(schema.clone()).with_csv_options(
-                CsvOptions {
+            FileFormat::Csv => {
+                Arc::new(CsvSource::new(schema.clone()).with_csv_options(CsvOptions {
                     has_header: Some(true),
                     ..CsvOptions::default()
-                },
-            )),
+                }))
+            }
             FileFormat::Json => Arc::new(JsonSource::new(schema.clone())),
         };
         let store_url = ObjectStoreUrl::parse(found.base.as_str())
@@ -220,7 +220,10 @@ impl Ingests {
         };
         let frame = match format {
             FileFormat::Parquet => ctx
-                .read_parquet(urls.to_vec(), ParquetReadOptions::default().file_extension(""))
+                .read_parquet(
+                    urls.to_vec(),
+                    ParquetReadOptions::default().file_extension(""),
+                )
                 .await
                 .map_err(unreadable)?,
             FileFormat::Csv => ctx

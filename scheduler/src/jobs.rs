@@ -490,7 +490,9 @@ impl IngestStep<'_> {
             match self.runner.catalog.job(&self.job_id).await {
                 Ok(job) if job.cancel_requested => return,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(job_id = %self.job_id, "cannot read the job's cancel flag: {e}"),
+                Err(e) => {
+                    tracing::warn!(job_id = %self.job_id, "cannot read the job's cancel flag: {e}")
+                }
             }
         }
     }

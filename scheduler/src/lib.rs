@@ -26,15 +26,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
-use ftab_engine::online::{Disabled, OnlineStore};
 use ftab_engine::online::embedded::EmbeddedStore;
+use ftab_engine::online::{Disabled, OnlineStore};
 use ftab_engine::storage::{ObjectStorage, StorageLayout};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::SchedulerConfig;
 use config::OnlineStoreChoice;
+pub use config::SchedulerConfig;
 pub use error::{Error, Result};
 
 use crate::catalog::Catalog;
@@ -239,22 +238,7 @@ impl Scheduler {
     }
 }
 
-/// The connections a listener accepts, with TCP_NODELAY set: without it a reply written in
-/// more than one piece waits for the client's delayed ACK (Nagle), and control-plane calls
-/// from one client took 40+ ms instead of about 2 (docs/benchmarks.md).
-pub(crate) fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
-        }
-        accepted
-    })
-}
+pub(crate) use ftab_engine::executor::nodelay as incoming;
 
 /// Write, read back and delete one small object under the storage root, so that a missing
 /// bucket, wrong credentials or an unreachable endpoint stop the scheduler at start with
@@ -267,9 +251,15 @@ async fn probe_storage(layout: &StorageLayout, objects: &ObjectStorage) -> Resul
         .join(format!("probe-{}", uuid::Uuid::new_v4()));
     let unusable = |what: &str, e: object_store::Error| {
         let hint = match layout.root().scheme() {
-            "s3" | "s3a" => "; check that the bucket exists and the AWS_* variables (credentials, AWS_REGION, AWS_ENDPOINT for S3-compatible stores) are right",
-            "gs" => "; check that the bucket exists and GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS) is right",
-            "az" | "abfs" | "abfss" => "; check that the container exists and the AZURE_* variables are right",
+            "s3" | "s3a" => {
+                "; check that the bucket exists and the AWS_* variables (credentials, AWS_REGION, AWS_ENDPOINT for S3-compatible stores) are right"
+            }
+            "gs" => {
+                "; check that the bucket exists and GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS) is right"
+            }
+            "az" | "abfs" | "abfss" => {
+                "; check that the container exists and the AZURE_* variables are right"
+            }
             _ => "; check that the directory is writable",
         };
         let first = e.to_string().lines().next().unwrap_or_default().to_string();

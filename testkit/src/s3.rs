@@ -39,7 +39,11 @@ impl S3Server {
             let port = text
                 .split("Running on http://127.0.0.1:")
                 .nth(1)
-                .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .map(|rest| {
+                    rest.chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect::<String>()
+                })
                 .and_then(|digits| digits.parse::<u16>().ok());
             if let Some(port) = port {
                 break port;
@@ -86,7 +90,9 @@ impl S3Server {
         let output = Command::new("python3")
             .args(["-c", &script])
             .output()
-            .unwrap_or_else(|e| panic!("cannot run python3 to create a bucket ({e}). {INSTALL_HINT}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 to create a bucket ({e}). {INSTALL_HINT}")
+            });
         assert!(
             output.status.success(),
             "cannot create bucket {bucket}: {}. {INSTALL_HINT}",
@@ -104,7 +110,9 @@ impl S3Server {
             .args(["-c", &script])
             .arg(file)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run python3 to upload a file ({e}). {INSTALL_HINT}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 to upload a file ({e}). {INSTALL_HINT}")
+            });
         assert!(
             output.status.success(),
             "cannot upload {} to s3://{bucket}/{key}: {}",

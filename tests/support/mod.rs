@@ -140,8 +140,10 @@ impl SchedulerProcess {
 
     /// `ftab get` of one key of a table of workspace `prod`, as JSON.
     pub fn online(&self, table: &str, key: &str) -> serde_json::Value {
-        self.ftab(&["--output", "json", "get", "-w", "prod", "-t", table, "--key", key])
-            .json()
+        self.ftab(&[
+            "--output", "json", "get", "-w", "prod", "-t", table, "--key", key,
+        ])
+        .json()
     }
 
     /// Send SIGTERM and wait for the process to exit; returns whether it exited cleanly.
@@ -222,7 +224,14 @@ impl ExecutorProcess {
         let out = std::fs::File::create(&log).expect("create the executor log file");
         let mut child = Command::new(binary("ftab-executor"))
             .args(["--scheduler", scheduler, "--port", "0", "--grpc-port", "0"])
-            .args(["--tasks", &tasks.to_string(), "--memory-limit", "512MiB", "--log", "info"])
+            .args([
+                "--tasks",
+                &tasks.to_string(),
+                "--memory-limit",
+                "512MiB",
+                "--log",
+                "info",
+            ])
             .arg("--work-dir")
             .arg(work_dir)
             .env_remove("FTAB_FAILPOINT")

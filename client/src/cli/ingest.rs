@@ -27,7 +27,11 @@ pub struct IngestArgs {
     #[arg(long, short = 't')]
     pub table: TableName,
     /// Data files (.parquet, .csv, .jsonl, .arrow).
-    #[arg(required_unless_present = "uri", conflicts_with = "uri", value_name = "FILE")]
+    #[arg(
+        required_unless_present = "uri",
+        conflicts_with = "uri",
+        value_name = "FILE"
+    )]
     pub files: Vec<PathBuf>,
     /// Ingest the files at this URI in place, as one ingest: one file, or every file of
     /// the format under a prefix (s3://bucket/path/, gs://, az://, file:// or an absolute
@@ -115,7 +119,14 @@ pub async fn run(
             }
             other => other,
         })?;
-        report(client, &path.display().to_string(), &result, args.wait, format).await?;
+        report(
+            client,
+            &path.display().to_string(),
+            &result,
+            args.wait,
+            format,
+        )
+        .await?;
     }
     Ok(())
 }

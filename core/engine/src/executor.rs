@@ -22,7 +22,9 @@ use ballista_core::serde::protobuf::{
     LaunchMultiTaskResult, LaunchTaskParams, LaunchTaskResult, RemoveJobDataParams,
     RemoveJobDataResult, StopExecutorParams, StopExecutorResult,
 };
-use ballista_core::serde::scheduler::{ExecutorOperatingSystemSpecification, ExecutorSpecification};
+use ballista_core::serde::scheduler::{
+    ExecutorOperatingSystemSpecification, ExecutorSpecification,
+};
 use ballista_core::utils::{GrpcServerConfig, create_grpc_server};
 use ballista_core::{BALLISTA_PROTOCOL_VERSION, ConfigProducer, RuntimeProducer};
 use ballista_executor::execution_loop;
@@ -74,13 +76,17 @@ pub struct StartedExecutor {
 pub async fn start(settings: ExecutorSettings) -> Result<StartedExecutor, String> {
     let scheduler = connect(&settings.scheduler)?;
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr).await.map_err(|e| {
-            format!("cannot bind the executor's {what} service on {addr}: {e}")
-        })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the executor's {what} service on {addr}: {e}"))
     };
     let flight = bind(settings.bind, "Flight").await?;
     let flight_port = local_port(&flight)?;
-    let grpc = bind(SocketAddr::new(settings.bind.ip(), settings.grpc_port), "gRPC").await?;
+    let grpc = bind(
+        SocketAddr::new(settings.bind.ip(), settings.grpc_port),
+        "gRPC",
+    )
+    .await?;
     let grpc_port = local_port(&grpc)?;
 
     std::fs::create_dir_all(&settings.work_dir).map_err(|e| {
@@ -184,15 +190,19 @@ fn connect(scheduler: &str) -> Result<SchedulerGrpcClient<tonic::transport::Chan
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// Accepted connections with TCP_NODELAY (replies in several writes otherwise wait for a
-/// delayed ACK).
-fn nodelay(
+/// The connections a listener accepts, with TCP_NODELAY set: without it a reply written in
+/// more than one piece waits for the client's delayed ACK (Nagle), and control-plane calls
+/// from one client took 40+ ms instead of about 2 (docs/benchmarks.md). Every gRPC service
+/// of ftab's processes serves through this.
+pub fn nodelay(
     listener: TcpListener,
 ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt;
     tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted {
-            let _ = stream.set_nodelay(true);
+        if let Ok(stream) = &accepted
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
         }
         accepted
     })

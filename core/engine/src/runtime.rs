@@ -109,7 +109,11 @@ pub struct ObjectStores {
 
 /// The registry key of a URL: `scheme://authority`.
 fn store_key(url: &Url) -> String {
-    format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort])
+    format!(
+        "{}://{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    )
 }
 
 impl ObjectStoreRegistry for ObjectStores {
@@ -139,16 +143,15 @@ impl ObjectStoreRegistry for ObjectStores {
         {
             return Ok(store.clone());
         }
-        if !crate::storage::SUPPORTED_SCHEMES.contains(&url.scheme()) || url.scheme() == "memory"
-        {
+        if !crate::storage::SUPPORTED_SCHEMES.contains(&url.scheme()) || url.scheme() == "memory" {
             // A memory store opened here would be a new, empty one: it only exists where
             // it was registered.
             return Err(DataFusionError::Execution(format!(
                 "no object store for `{key}`: ftab opens file://, s3://, gs://, az:// and abfss:// stores"
             )));
         }
-        let (store, _) = object_store::parse_url_opts(url, crate::storage::env_options())
-            .map_err(|e| {
+        let (store, _) =
+            object_store::parse_url_opts(url, crate::storage::env_options()).map_err(|e| {
                 DataFusionError::Execution(format!("cannot open the object store `{key}`: {e}"))
             })?;
         let store: Arc<dyn ObjectStore> = Arc::from(store);
@@ -174,24 +177,40 @@ mod tests {
         );
 
         // S3 needs no network to open a client; the bucket is the authority.
-        let a = registry.get_store(&Url::parse("s3://bucket-a/x/y").unwrap()).unwrap();
-        let b = registry.get_store(&Url::parse("s3://bucket-b/x").unwrap()).unwrap();
+        let a = registry
+            .get_store(&Url::parse("s3://bucket-a/x/y").unwrap())
+            .unwrap();
+        let b = registry
+            .get_store(&Url::parse("s3://bucket-b/x").unwrap())
+            .unwrap();
         assert!(!Arc::ptr_eq(&a, &b), "one store per bucket");
         assert!(Arc::ptr_eq(
             &a,
-            &registry.get_store(&Url::parse("s3://bucket-a/other").unwrap()).unwrap()
+            &registry
+                .get_store(&Url::parse("s3://bucket-a/other").unwrap())
+                .unwrap()
         ));
 
         let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let url = ObjectStoreUrl::parse("memory://").unwrap();
-        assert!(registry.register_store(url.as_ref(), memory.clone()).is_none());
-        assert!(Arc::ptr_eq(&memory, &registry.get_store(url.as_ref()).unwrap()));
+        assert!(
+            registry
+                .register_store(url.as_ref(), memory.clone())
+                .is_none()
+        );
+        assert!(Arc::ptr_eq(
+            &memory,
+            &registry.get_store(url.as_ref()).unwrap()
+        ));
 
         let err = registry
             .get_store(&Url::parse("memory://other/").unwrap())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no object store for `memory://other`"), "{err}");
+        assert!(
+            err.contains("no object store for `memory://other`"),
+            "{err}"
+        );
         let err = registry
             .get_store(&Url::parse("ftp://host/x").unwrap())
             .unwrap_err()

@@ -99,14 +99,13 @@ impl StorageLayout {
         &self,
         options: impl IntoIterator<Item = (String, String)>,
     ) -> Result<ObjectStorage, Error> {
-        let (store, root) =
-            object_store::parse_url_opts(&self.root, options).map_err(|e| {
-                Error::StorageLocation {
-                    location: self.root.to_string(),
-                    reason: e.to_string(),
-                    source: Some(e),
-                }
-            })?;
+        let (store, root) = object_store::parse_url_opts(&self.root, options).map_err(|e| {
+            Error::StorageLocation {
+                location: self.root.to_string(),
+                reason: e.to_string(),
+                source: Some(e),
+            }
+        })?;
         let mut base = self.root.clone();
         base.set_path("/");
         Ok(ObjectStorage {

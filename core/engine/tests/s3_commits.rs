@@ -81,7 +81,13 @@ async fn write_file(storage: &ObjectStorage, table: &Path, writer: usize, ingest
     let size = bytes.len();
     storage
         .store
-        .put(&table.clone().join("_date=2025-11-24").join(format!("w{writer}-i{ingest}.parquet")), bytes.into())
+        .put(
+            &table
+                .clone()
+                .join("_date=2025-11-24")
+                .join(format!("w{writer}-i{ingest}.parquet")),
+            bytes.into(),
+        )
         .await
         .unwrap();
     serde_json::from_value(serde_json::json!({
@@ -96,7 +102,12 @@ async fn write_file(storage: &ObjectStorage, table: &Path, writer: usize, ingest
 }
 
 /// One writer: its own client, `INGESTS` ingests, each committed twice.
-async fn writer(layout: StorageLayout, options: Vec<(String, String)>, url: url::Url, w: usize) -> Vec<Committed> {
+async fn writer(
+    layout: StorageLayout,
+    options: Vec<(String, String)>,
+    url: url::Url,
+    w: usize,
+) -> Vec<Committed> {
     let storage = layout.open_with(options).unwrap();
     let table = Path::from_url_path(url.path()).unwrap();
     let schema = offline_table_schema(&table_schema(), false);
@@ -144,7 +155,10 @@ async fn concurrent_writers_commit_every_row_exactly_once() {
         outcomes.extend(task.await.unwrap());
     }
     // Each ingest committed once and found committed once.
-    let already = outcomes.iter().filter(|c| matches!(c, Committed::Already)).count();
+    let already = outcomes
+        .iter()
+        .filter(|c| matches!(c, Committed::Already))
+        .count();
     assert_eq!(already, WRITERS * INGESTS, "{outcomes:?}");
 
     // The raw log: versions 0..n without a gap, each file added once, each ingest's
@@ -161,24 +175,44 @@ async fn concurrent_writers_commit_every_row_exactly_once() {
             continue;
         };
         versions.push(version.parse().unwrap());
-        let text = storage.store.get(&object.location).await.unwrap().bytes().await.unwrap();
+        let text = storage
+            .store
+            .get(&object.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         for line in String::from_utf8_lossy(&text).lines() {
             let action: serde_json::Value = serde_json::from_str(line).unwrap();
             if let Some(add) = action.get("add") {
-                *adds.entry(add["path"].as_str().unwrap().to_string()).or_default() += 1;
+                *adds
+                    .entry(add["path"].as_str().unwrap().to_string())
+                    .or_default() += 1;
             }
             if let Some(txn) = action.get("txn") {
-                *transactions.entry(txn["appId"].as_str().unwrap().to_string()).or_default() += 1;
+                *transactions
+                    .entry(txn["appId"].as_str().unwrap().to_string())
+                    .or_default() += 1;
             }
         }
     }
     versions.sort();
     let expected_versions: Vec<u64> = (0..(WRITERS * INGESTS) as u64).collect();
-    assert_eq!(versions, expected_versions, "one version per ingest, no gap");
+    assert_eq!(
+        versions, expected_versions,
+        "one version per ingest, no gap"
+    );
     assert_eq!(adds.len(), WRITERS * INGESTS);
-    assert!(adds.values().all(|&n| n == 1), "a file added twice: {adds:?}");
+    assert!(
+        adds.values().all(|&n| n == 1),
+        "a file added twice: {adds:?}"
+    );
     assert_eq!(transactions.len(), WRITERS * INGESTS);
-    assert!(transactions.values().all(|&n| n == 1), "an ingest committed twice: {transactions:?}");
+    assert!(
+        transactions.values().all(|&n| n == 1),
+        "an ingest committed twice: {transactions:?}"
+    );
 
     // delta-rs's Python client reads exactly the rows written.
     let script = r#"

@@ -564,7 +564,9 @@ impl std::str::FromStr for FileFormat {
             "parquet" => Ok(Self::Parquet),
             "csv" => Ok(Self::Csv),
             "json" => Ok(Self::Json),
-            other => Err(format!("unknown file format `{other}`; use parquet, csv or json")),
+            other => Err(format!(
+                "unknown file format `{other}`; use parquet, csv or json"
+            )),
         }
     }
 }
@@ -884,7 +886,12 @@ mod tests {
         );
         assert_eq!(FileFormat::of_file("x/y.ndjson"), Some(FileFormat::Json));
         assert_eq!(FileFormat::of_file("x/y.txt"), None);
-        assert!("orc".parse::<FileFormat>().unwrap_err().contains("use parquet, csv or json"));
+        assert!(
+            "orc"
+                .parse::<FileFormat>()
+                .unwrap_err()
+                .contains("use parquet, csv or json")
+        );
     }
 
     #[test]

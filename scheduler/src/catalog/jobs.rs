@@ -636,18 +636,37 @@ mod tests {
             ..new_ingest(None)
         };
         let mut ids = Vec::new();
-        for (workspace, table) in [("prod", "t1"), ("prod", "t1"), ("prod", "t2"), ("other", "t1")] {
+        for (workspace, table) in [
+            ("prod", "t1"),
+            ("prod", "t1"),
+            ("prod", "t2"),
+            ("other", "t1"),
+        ] {
             ids.push(result(catalog.record_ingest(job(workspace, table)).await.unwrap()).job_id);
             // created_at has millisecond resolution: keep the order unambiguous.
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
         }
-        let claim = || async { catalog.claim_next_job().await.unwrap().map(|j| j.info.job_id) };
+        let claim = || async {
+            catalog
+                .claim_next_job()
+                .await
+                .unwrap()
+                .map(|j| j.info.job_id)
+        };
         assert_eq!(claim().await, Some(ids[0]), "the oldest first");
         // prod.t1 runs, so its second job waits; of the rest, the workspace with nothing
         // running goes first although its job is younger.
-        assert_eq!(claim().await, Some(ids[3]), "other's job before prod's second");
+        assert_eq!(
+            claim().await,
+            Some(ids[3]),
+            "other's job before prod's second"
+        );
         assert_eq!(claim().await, Some(ids[2]));
-        assert_eq!(claim().await, None, "prod.t1's next job waits for its first");
+        assert_eq!(
+            claim().await,
+            None,
+            "prod.t1's next job waits for its first"
+        );
         catalog
             .end_attempt(&ids[0], JobState::Succeeded, None, None)
             .await

@@ -55,7 +55,10 @@ pub fn session_config(target_partitions: usize, memory_limit: u64) -> SessionCon
         // task could read its siblings' files as well as its own (rows twice), and a plan
         // that takes partition i to be file group i (staging an ingest by URI) would read
         // another file. Each partition reads its own files.
-        .set_bool("datafusion.execution.enable_file_stream_work_stealing", false)
+        .set_bool(
+            "datafusion.execution.enable_file_stream_work_stealing",
+            false,
+        )
         .ballista_restricted_configuration()
 }
 

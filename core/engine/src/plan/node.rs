@@ -125,9 +125,7 @@ pub(crate) fn slowed_for_tests(
         stream
     })
     .flatten();
-    Box::pin(
-        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, delayed),
-    )
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, delayed))
 }
 
 #[cfg(test)]

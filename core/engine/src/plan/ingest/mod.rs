@@ -36,7 +36,9 @@ mod write;
 
 pub use online_load::{OnlineLoadExec, OnlineLoadSpec, online_load_output_schema};
 pub use spec::{IngestWriteSpec, ingest_write_output_schema};
-pub use stage::{StageExec, StageSpec, first_row_of_file, stage_output_schema, staged_rows, with_row_numbers};
+pub use stage::{
+    StageExec, StageSpec, first_row_of_file, stage_output_schema, staged_rows, with_row_numbers,
+};
 pub use write::{IngestWriteExec, collect_adds};
 
 /// Sum a `UInt64` column of result batches.

@@ -128,7 +128,9 @@ impl StageExec {
                     .is_some_and(|path| path == file)
             })
             .ok_or_else(|| {
-                DataFusionError::Internal(format!("staging read {file}, which is not a file of the ingest"))
+                DataFusionError::Internal(format!(
+                    "staging read {file}, which is not a file of the ingest"
+                ))
             })
     }
 }
@@ -177,7 +179,8 @@ impl ExecutionPlan for StageExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let index = self.file_index(partition)?;
-        let input = crate::plan::node::slowed_for_tests(self.input.execute(partition, context.clone())?);
+        let input =
+            crate::plan::node::slowed_for_tests(self.input.execute(partition, context.clone())?);
         let spec = self.spec.clone();
         let stage = async move {
             let (rows, error) = match stage_file(&spec, index, input, &context).await {

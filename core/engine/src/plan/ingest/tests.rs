@@ -5,8 +5,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::DataType;
 use datafusion::physical_plan::ExecutionPlan;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::*;
 use crate::offline::columns::ROW_COLUMN;
@@ -197,12 +197,18 @@ async fn the_latest_row_wins_across_staged_files_read_in_any_order() {
     // File 0 holds the earlier row of ("a", 1), file 1 (listed first) the later one.
     let staged = |row: i64, value: i64| {
         RecordBatch::try_from_iter([
-            ("k", Arc::new(Strings::from_iter_values(["a", "b"])) as ArrayRef),
+            (
+                "k",
+                Arc::new(Strings::from_iter_values(["a", "b"])) as ArrayRef,
+            ),
             (
                 "ts",
                 Arc::new(TimestampMicrosecondArray::from_iter_values([1, 1]).with_timezone("UTC")),
             ),
-            (ROW_COLUMN, Arc::new(Int64Array::from_iter_values([row, row + 1]))),
+            (
+                ROW_COLUMN,
+                Arc::new(Int64Array::from_iter_values([row, row + 1])),
+            ),
             ("v", Arc::new(Int64Array::from_iter_values([value, value]))),
         ])
         .unwrap()
@@ -240,18 +246,25 @@ async fn the_latest_row_wins_across_staged_files_read_in_any_order() {
     let plan = planner
         .optimize(Arc::new(IngestWriteExec::try_new(scan, spec).unwrap()))
         .unwrap();
-    let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
     let out = collect(plan, planner.ctx().task_ctx()).await.unwrap();
     assert_eq!(sum_column(&out, "unique_rows").unwrap(), 2, "{shown}");
     let mut latest = Vec::new();
-    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&Path::from("latest"))))
-        .await
-        .unwrap();
+    let listed: Vec<_> =
+        futures::TryStreamExt::try_collect::<Vec<_>>(store.list(Some(&Path::from("latest"))))
+            .await
+            .unwrap();
     for object in listed {
         latest.extend(values(planner.ctx(), &object.location).await);
     }
     latest.sort();
-    assert_eq!(latest, vec![("a".to_string(), 800), ("b".to_string(), 800)], "{shown}");
+    assert_eq!(
+        latest,
+        vec![("a".to_string(), 800), ("b".to_string(), 800)],
+        "{shown}"
+    );
 }
 
 /// A staging task reads its own file and no other, as a Ballista task runs one partition
@@ -260,12 +273,12 @@ async fn the_latest_row_wins_across_staged_files_read_in_any_order() {
 /// drains its sibling's file too.)
 #[tokio::test]
 async fn a_staging_task_reads_only_its_own_file() {
+    use crate::repository::{RepositoryFile, parse};
     use datafusion::config::CsvOptions;
     use datafusion::datasource::listing::PartitionedFile;
     use datafusion::datasource::physical_plan::{CsvSource, FileGroup, FileScanConfigBuilder};
     use datafusion::datasource::source::DataSourceExec;
     use datafusion::execution::object_store::ObjectStoreUrl;
-    use crate::repository::{RepositoryFile, parse};
 
     let definitions = parse(&[RepositoryFile {
         path: "r.toml".into(),
@@ -324,13 +337,18 @@ schema = [
     };
     let stage = Arc::new(StageExec::try_new(scan, spec).unwrap());
     // Partition 0 alone, as its own task.
-    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(
-        stage.execute(0, planner.ctx().task_ctx()).unwrap(),
-    )
-    .await
-    .unwrap();
-    let file = batches[0].column(0).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(0);
-    let rows = batches[0].column(1).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().value(0);
+    let batches: Vec<RecordBatch> =
+        futures::TryStreamExt::try_collect(stage.execute(0, planner.ctx().task_ctx()).unwrap())
+            .await
+            .unwrap();
+    let file = batches[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+        .value(0);
+    let rows = batches[0]
+        .column(1)
+        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+        .value(0);
     assert_eq!((file, rows), (0, 1), "partition 0 is a.csv and its one row");
     let staged = values_of(planner.ctx(), "staging/part-00000.parquet").await;
     assert_eq!(staged, vec![0], "{staged:?}");
