@@ -565,10 +565,14 @@ fn files_are_ingested_in_place_by_uri() {
     let data = dir.path().join("data");
     let scheduler = SchedulerProcess::start(&data);
     scheduler.example_workspace();
-    let by_uri = |uri: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--output",
-            "json",
+    // `ftab ingest --uri` (with `--output json` when `json`).
+    let ingest_uri = |json: bool, uri: &str, extra: &[&str]| {
+        let mut args = if json {
+            vec!["--output", "json"]
+        } else {
+            vec![]
+        };
+        args.extend([
             "ingest",
             "-w",
             "prod",
@@ -576,24 +580,14 @@ fn files_are_ingested_in_place_by_uri() {
             "user_login_counts",
             "--uri",
             uri,
-        ];
+        ]);
         args.extend_from_slice(extra);
         scheduler.ftab(&args)
     };
+    let by_uri = |uri: &str, extra: &[&str]| ingest_uri(true, uri, extra);
     // Refusals, as text on stderr.
-    let refused = |uri: &str, extra: &[&str]| {
-        let mut args = vec![
-            "ingest",
-            "-w",
-            "prod",
-            "-t",
-            "user_login_counts",
-            "--uri",
-            uri,
-        ];
-        args.extend_from_slice(extra);
-        scheduler.ftab(&args).fails_with(1).to_string()
-    };
+    let refused =
+        |uri: &str, extra: &[&str]| ingest_uri(false, uri, extra).fails_with(1).to_string();
 
     // Two Parquet files under a prefix, in name order: the second rewrites u1 at the same
     // time, and wins, as a later row of one upload would.
