@@ -13,6 +13,7 @@ fn run_quickstart(data_dir: &std::path::Path) -> (bool, String) {
         .env("FTAB_BIN_DIR", bin_dir)
         .env("FTAB_DATA_DIR", data_dir)
         .env("FTAB_FLIGHT_ADDR", "127.0.0.1:0")
+        .env("FTAB_HTTP_ADDR", "127.0.0.1:0")
         .env_remove("FTAB_SERVER")
         .env_remove("FTAB_KEEP_RUNNING")
         .output()

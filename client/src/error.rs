@@ -30,6 +30,12 @@ pub enum CliError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// The feature server could not be asked, or answered something unexpected.
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    /// The feature server refused the request (4xx) or failed (5xx).
+    #[error("{message} (HTTP {status})")]
+    Served { status: u16, message: String },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -41,7 +47,7 @@ pub enum CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Client(ClientError::Unreachable { .. }) => 3,
+            CliError::Client(ClientError::Unreachable { .. }) | CliError::Http { .. } => 3,
             CliError::Client(ClientError::InvalidUrl { .. }) => 2,
             _ => 1,
         }
@@ -70,6 +76,8 @@ impl CliError {
             CliError::NotConfirmed(_) => "not_confirmed".into(),
             CliError::Io { .. } => "io".into(),
             CliError::LocalFile { .. } => "local_file".into(),
+            CliError::Http { .. } => "unreachable".into(),
+            CliError::Served { status, .. } => format!("http_{status}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod files;
+pub mod http;
 pub mod output;
 
 use std::sync::Arc;

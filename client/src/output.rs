@@ -206,6 +206,35 @@ pub fn online_record(r: &GetOnlineResponse) -> String {
     out
 }
 
+/// A feature server's answer to `get-features` with every metadata option, as a table.
+pub fn feature_vector(heading: &str, answer: &serde_json::Value) -> String {
+    let values = answer["result"]["features"].as_array().cloned().unwrap_or_default();
+    let metadata = answer["metadata"]["features"].as_array().cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let rows: Vec<Vec<String>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let m = metadata.get(i).cloned().unwrap_or_default();
+            vec![
+                text(&m["name"]),
+                text(value),
+                text(&m["data_type"]["type"]),
+                text(&m["status"]),
+                text(&m["effective_time"]),
+            ]
+        })
+        .collect();
+    format!(
+        "{heading}\n{}",
+        table(&["FEATURE", "VALUE", "TYPE", "STATUS", "EFFECTIVE TIME"], &rows)
+    )
+}
+
 /// Align rows into columns under a header, two spaces apart.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

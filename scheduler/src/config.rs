@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod defaults {
     pub const DATA_DIR: &str = "ftab-data";
     pub const FLIGHT_ADDR: &str = "127.0.0.1:50051";
+    pub const HTTP_ADDR: &str = "127.0.0.1:50052";
     /// ftab at info; the libraries it embeds only when they warn.
     pub const LOG: &str = "info,buoyant_kernel=warn,deltalake_core=warn,ballista_core=warn,ballista_scheduler=warn,ballista_executor=warn";
     /// How long an uploaded spine is kept.
@@ -87,6 +88,11 @@ pub struct Args {
     #[arg(long, env = "FTAB_EXECUTOR_TIMEOUT", value_name = "DURATION")]
     pub executor_timeout: Option<String>,
 
+    /// Address of the feature server's HTTP API (docs/serving.md). Port 0 picks a free port
+    /// (printed at start).
+    #[arg(long, env = "FTAB_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<SocketAddr>,
+
     /// Ingest jobs run at once (of different tables; a table's jobs run in order).
     /// Training sets run beside them.
     #[arg(long, env = "FTAB_MAX_JOBS", value_name = "N")]
@@ -110,6 +116,7 @@ struct FileConfig {
     online_store: Option<String>,
     executor_timeout: Option<String>,
     max_jobs: Option<usize>,
+    http_addr: Option<SocketAddr>,
 }
 
 /// Which online store a scheduler serves.
@@ -160,6 +167,8 @@ pub struct SchedulerConfig {
     pub executor_timeout: Duration,
     /// Ingest jobs run at once.
     pub max_jobs: usize,
+    /// Where the feature server's HTTP API listens.
+    pub http_addr: SocketAddr,
 }
 
 impl Default for SchedulerConfig {
@@ -181,6 +190,9 @@ impl Default for SchedulerConfig {
             online_store: OnlineStoreChoice::Embedded,
             executor_timeout: Duration::from_secs(30),
             max_jobs: 2,
+            http_addr: defaults::HTTP_ADDR
+                .parse()
+                .expect("the default HTTP address parses"),
         }
     }
 }
@@ -284,6 +296,10 @@ impl SchedulerConfig {
                 Some(n) => n,
                 None => defaults.max_jobs,
             },
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(defaults.http_addr),
         })
         .and_then(|config: Self| config.check_distributed().map(|()| config))
         .and_then(|config: Self| {

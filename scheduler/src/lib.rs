@@ -13,12 +13,15 @@ pub mod config;
 pub mod error;
 pub mod files_at;
 pub mod flight;
+pub mod http;
 pub mod ingest;
 pub mod ingest_uri;
 pub mod ipc_file;
 pub mod jobs;
 pub mod leftovers;
 pub mod online;
+pub mod selection;
+pub mod serving;
 pub mod training_sets;
 pub mod workspaces;
 
@@ -178,6 +181,31 @@ impl Scheduler {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        self.serve_with_http(listener, None, shutdown).await
+    }
+
+    /// Bind the feature server's HTTP address of the configuration.
+    pub async fn bind_http(&self) -> Result<TcpListener> {
+        let addr = self.config.http_addr;
+        TcpListener::bind(addr).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "; is another ftab-scheduler running? Pass --http-addr HOST:PORT (port 0 picks a free one)"
+            } else {
+                ""
+            };
+            Error::FailedPrecondition(format!(
+                "cannot serve the feature server's HTTP API on {addr}: {e}{hint}"
+            ))
+        })
+    }
+
+    /// As [`Scheduler::serve`], and the feature server's HTTP API on `http` if given.
+    pub async fn serve_with_http(
+        self,
+        listener: TcpListener,
+        http: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let waiting = Arc::new(Notify::new());
         let runner = JobRunner::new(
             self.catalog.clone(),
@@ -190,6 +218,13 @@ impl Scheduler {
         );
         let online = self.online.clone();
         let (stop_jobs, jobs_stopped) = watch::channel(false);
+        let http = http.map(|listener| {
+            let serving = serving::Serving::new(self.catalog.clone(), self.online.clone());
+            let mut stopped = jobs_stopped.clone();
+            tokio::spawn(http::serve(listener, serving, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         let training_sets = TrainingSets::new(
             self.catalog.clone(),
             self.storage.clone(),
@@ -227,6 +262,13 @@ impl Scheduler {
             .map_err(|e| Error::Internal(format!("Flight server failed: {e}")));
         if let Err(e) = runner.await {
             tracing::error!("the job runner stopped abnormally: {e}");
+        }
+        if let Some(http) = http {
+            match http.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("the HTTP feature server failed: {e}"),
+                Err(e) => tracing::error!("the HTTP feature server stopped abnormally: {e}"),
+            }
         }
         online.close();
         served

@@ -45,16 +45,22 @@ async fn run(config: SchedulerConfig) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let http = scheduler.bind_http().await?;
+    let http_addr = http
+        .local_addr()
+        .context("cannot read the bound HTTP address")?;
     // One line on stdout when ready, for people and for scripts that wait on it.
     let cluster = match scheduler.config().cluster_addr {
         Some(_) => format!(" cluster={}", scheduler.ballista_addr()),
         None => String::new(),
     };
     println!(
-        "ftab-scheduler ready: flight=http://{addr} data_dir={}{cluster}",
+        "ftab-scheduler ready: flight=http://{addr} data_dir={}{cluster} http=http://{http_addr}",
         scheduler.config().data_dir.display()
     );
-    scheduler.serve(listener, shutdown_signal()).await?;
+    scheduler
+        .serve_with_http(listener, Some(http), shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

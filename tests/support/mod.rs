@@ -46,6 +46,8 @@ pub struct SchedulerProcess {
     pub data_dir: PathBuf,
     /// In cluster mode, where executors register (`HOST:PORT`).
     pub cluster_addr: Option<String>,
+    /// The feature server's HTTP API, `http://HOST:PORT`.
+    pub http_url: String,
     stderr_log: PathBuf,
 }
 
@@ -75,7 +77,8 @@ impl SchedulerProcess {
             .open(&stderr_log)
             .expect("create the scheduler log file");
         let mut child = Command::new(binary("ftab-scheduler"))
-            .args(["--flight-addr", "127.0.0.1:0", "--log", "info"])
+            .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--log", "info"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
@@ -98,15 +101,16 @@ impl SchedulerProcess {
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let cluster = rest
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("cluster="))
-                        .map(str::to_string);
-                    let _ = sender.send((url, cluster));
+                    let field = |name: &str| {
+                        rest.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .map(str::to_string)
+                    };
+                    let _ = sender.send((url, field("cluster="), field("http=")));
                 }
             }
         });
-        let (url, cluster_addr) = match receiver.recv_timeout(START_TIMEOUT) {
+        let (url, cluster_addr, http_url) = match receiver.recv_timeout(START_TIMEOUT) {
             Ok(ready) => ready,
             Err(_) => {
                 let _ = child.kill();
@@ -121,6 +125,7 @@ impl SchedulerProcess {
             url,
             data_dir: data_dir.to_path_buf(),
             cluster_addr,
+            http_url: http_url.expect("the scheduler prints its HTTP address"),
             stderr_log,
         }
     }

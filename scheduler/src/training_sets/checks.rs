@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use ftab_engine::validate::compatible;
-use ftab_model::definitions::{FeatureRef, FeatureTable};
+use ftab_model::definitions::FeatureTable;
 use ftab_model::protocol::TrainingSetRequest;
 
 use crate::catalog::WorkspaceState;
 use crate::error::{Error, Result};
-use crate::workspaces::find_table;
 
 pub(super) fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
@@ -70,68 +69,12 @@ pub(super) fn select_features<'a>(
     state: &'a WorkspaceState,
     request: &TrainingSetRequest,
 ) -> Result<Vec<(&'a FeatureTable, Vec<String>)>> {
-    let refs: Vec<FeatureRef> = match (&request.feature_service, &request.features) {
-        (Some(service), None) => state
-            .definitions
-            .feature_service(service.as_str())
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "feature service `{service}` does not exist in workspace `{}`",
-                    state.name
-                ))
-            })?
-            .features
-            .clone(),
-        (None, Some(features)) if !features.is_empty() => features.clone(),
-        (None, Some(_)) => return Err(invalid("features is empty; name at least one")),
-        (Some(_), Some(_)) => {
-            return Err(invalid("give either feature_service or features, not both"));
-        }
-        (None, None) => {
-            return Err(invalid(
-                "the request names no features; give feature_service or features",
-            ));
-        }
-    };
-    let mut selection: Vec<(&FeatureTable, Vec<String>)> = Vec::new();
-    for r in refs {
-        let table = find_table(state, &r.table)?;
-        if !table.offline {
-            return Err(Error::FailedPrecondition(format!(
-                "feature table `{}` is not offline (offline = false), so it has no history to build training sets from",
-                table.name
-            )));
-        }
-        let features = table.features(&state.definitions);
-        let chosen: Vec<String> = match &r.feature {
-            None => features.iter().map(|c| c.name.to_string()).collect(),
-            Some(feature) => {
-                if !features.iter().any(|c| &c.name == feature) {
-                    return Err(Error::NotFound(format!(
-                        "feature table `{}` has no feature `{feature}`; its features are: {}",
-                        table.name,
-                        features
-                            .iter()
-                            .map(|c| c.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-                vec![feature.to_string()]
-            }
-        };
-        match selection.iter_mut().find(|(t, _)| t.name == table.name) {
-            Some((_, existing)) => {
-                for f in chosen {
-                    if !existing.contains(&f) {
-                        existing.push(f);
-                    }
-                }
-            }
-            None => selection.push((table, chosen)),
-        }
-    }
-    Ok(selection)
+    crate::selection::select_features(
+        state,
+        request.feature_service.as_ref().map(|s| s.as_str()),
+        request.features.as_deref(),
+        crate::selection::Need::Offline,
+    )
 }
 
 /// Every join key the tables need must be a spine column of a compatible type.

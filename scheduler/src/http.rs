@@ -1,0 +1,265 @@
+//! The feature server's HTTP API: JSON over HTTP/1.1, shaped like Tecton's `get-features`
+//! and `get-features-batch` (docs/serving.md).
+//!
+//! - `POST /v1/feature-service/get-features`: one entity's feature vector;
+//! - `POST /v1/feature-service/get-features-batch`: many entities' in one call;
+//! - `GET /health`: `ok` once the scheduler serves.
+//!
+//! A refusal is a 4xx with `{"error": {"code": N, "message": "..."}}` saying what is wrong;
+//! a server fault is a 5xx in the same shape, never a partial answer.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ftab_model::definitions::FeatureRef;
+use ftab_model::names::WorkspaceName;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::serving::{Answer, FeatureRequest, Serving};
+
+/// The largest request body accepted.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<P> {
+    params: P,
+}
+
+/// Which values to describe beside the values.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetadataOptions {
+    #[serde(default)]
+    include_names: bool,
+    #[serde(default)]
+    include_data_types: bool,
+    #[serde(default)]
+    include_effective_times: bool,
+    #[serde(default)]
+    include_serving_status: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetFeatures {
+    workspace_name: String,
+    #[serde(default)]
+    feature_service_name: Option<String>,
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    join_key_map: BTreeMap<String, Value>,
+    #[serde(default)]
+    metadata_options: MetadataOptions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entity {
+    join_key_map: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetFeaturesBatch {
+    workspace_name: String,
+    #[serde(default)]
+    feature_service_name: Option<String>,
+    #[serde(default)]
+    features: Option<Vec<String>>,
+    request_data: Vec<Entity>,
+    #[serde(default)]
+    metadata_options: MetadataOptions,
+}
+
+/// An error answered as JSON with its HTTP status.
+struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.0.as_u16(), "message": self.1}});
+        (self.0, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(error: Error) -> Self {
+        let status: tonic::Status = error.into();
+        let code = match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => {
+                StatusCode::BAD_REQUEST
+            }
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+            tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError(code, status.message().to_string())
+    }
+}
+
+fn bad_request(message: String) -> HttpError {
+    HttpError(StatusCode::BAD_REQUEST, message)
+}
+
+/// Parse a JSON body, saying what is wrong with it.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| {
+        bad_request(format!(
+            "the request body is not a valid request: {e}; send {{\"params\": {{...}}}} (docs/serving.md)"
+        ))
+    })
+}
+
+fn workspace(name: &str) -> Result<WorkspaceName, HttpError> {
+    WorkspaceName::new(name).map_err(|e| bad_request(format!("workspace_name: {e}")))
+}
+
+fn feature_refs(features: Option<Vec<String>>) -> Result<Option<Vec<FeatureRef>>, HttpError> {
+    features
+        .map(|list| {
+            list.iter()
+                .map(|f| f.parse::<FeatureRef>().map_err(|e| bad_request(format!("features: {e}"))))
+                .collect()
+        })
+        .transpose()
+}
+
+/// The features' metadata asked for (names, data types).
+fn feature_metadata(answer: &Answer, options: &MetadataOptions) -> Vec<Value> {
+    answer
+        .features
+        .iter()
+        .map(|f| {
+            let mut m = serde_json::Map::new();
+            if options.include_names {
+                m.insert("name".into(), json!(f.name));
+            }
+            if options.include_data_types {
+                m.insert("data_type".into(), json!({"type": f.data_type}));
+            }
+            Value::Object(m)
+        })
+        .collect()
+}
+
+async fn get_features(State(serving): State<Serving>, body: Bytes) -> Result<Response, HttpError> {
+    let Envelope { params }: Envelope<GetFeatures> = parse(&body)?;
+    let request = FeatureRequest {
+        workspace: workspace(&params.workspace_name)?,
+        feature_service: params.feature_service_name,
+        features: feature_refs(params.features)?,
+        entities: vec![params.join_key_map],
+    };
+    let answer = serving.get(request).await?;
+    let options = &params.metadata_options;
+    let vector = &answer.vectors[0];
+    let mut metadata = feature_metadata(&answer, options);
+    for (i, m) in metadata.iter_mut().enumerate() {
+        if let Value::Object(m) = m {
+            if options.include_effective_times {
+                m.insert("effective_time".into(), json!(vector.effective_times[i]));
+            }
+            if options.include_serving_status {
+                m.insert("status".into(), json!(vector.statuses[i]));
+            }
+        }
+    }
+    let mut body = json!({"result": {"features": vector.values}});
+    if metadata.iter().any(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+        body["metadata"] = json!({"features": metadata});
+    }
+    Ok(json_response(body))
+}
+
+async fn get_features_batch(
+    State(serving): State<Serving>,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let Envelope { params }: Envelope<GetFeaturesBatch> = parse(&body)?;
+    let request = FeatureRequest {
+        workspace: workspace(&params.workspace_name)?,
+        feature_service: params.feature_service_name,
+        features: feature_refs(params.features)?,
+        entities: params.request_data.into_iter().map(|e| e.join_key_map).collect(),
+    };
+    let answer = serving.get(request).await?;
+    let options = &params.metadata_options;
+    let result: Vec<Value> = answer
+        .vectors
+        .iter()
+        .map(|vector| {
+            let mut row = json!({"features": vector.values});
+            if options.include_serving_status {
+                row["statuses"] = json!(vector.statuses);
+            }
+            if options.include_effective_times {
+                row["effective_times"] = json!(vector.effective_times);
+            }
+            row
+        })
+        .collect();
+    let metadata = feature_metadata(&answer, options);
+    let mut body = json!({"result": result});
+    if metadata.iter().any(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+        body["metadata"] = json!({"features": metadata});
+    }
+    Ok(json_response(body))
+}
+
+fn json_response(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> HttpError {
+    HttpError(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; POST /v1/feature-service/get-features or /v1/feature-service/get-features-batch, GET /health".into(),
+    )
+}
+
+/// The API's routes.
+pub fn router(serving: Serving) -> Router {
+    Router::new()
+        .route("/v1/feature-service/get-features", post(get_features))
+        .route("/v1/feature-service/get-features-batch", post(get_features_batch))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(serving)
+}
+
+/// Serve the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    serving: Serving,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // TCP_NODELAY, as for every service of ftab (a reply in two writes would wait for the
+    // client's delayed ACK).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
+    axum::serve(listener, router(serving))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

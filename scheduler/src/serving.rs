@@ -1,0 +1,242 @@
+//! Feature vectors for models: the latest value of each requested feature for each entity,
+//! read from the online store (what the HTTP feature server answers, [`crate::http`]).
+//!
+//! A request names a live workspace, a feature service (or a list of features) and, per
+//! entity, a value for every join key the selected tables need. The answer has one value
+//! per feature in a stable order (the service's order, tables then their features), and
+//! per value a status: `present`, `missing` (no record for the key) or `expired` (the
+//! record is older than the table's ttl; its value is not served). The answer is whole
+//! or an error: a store failure is never answered as missing data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable, format_micros};
+use ftab_model::definitions::FeatureRef;
+use ftab_model::names::WorkspaceName;
+use ftab_model::protocol::WorkspaceKind;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::selection::{Need, select_features};
+
+/// The most entities one request may ask for.
+pub const MAX_ENTITIES: usize = 10_000;
+
+/// What to serve.
+#[derive(Debug, Clone)]
+pub struct FeatureRequest {
+    pub workspace: WorkspaceName,
+    pub feature_service: Option<String>,
+    pub features: Option<Vec<FeatureRef>>,
+    /// One map of join key name to value per entity.
+    pub entities: Vec<BTreeMap<String, serde_json::Value>>,
+}
+
+/// One served feature's description.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureInfo {
+    /// `table.feature`.
+    pub name: String,
+    pub data_type: String,
+}
+
+/// Whether a value was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Present,
+    /// No record for the entity's keys.
+    Missing,
+    /// The record is older than the table's ttl.
+    Expired,
+}
+
+/// One entity's feature vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vector {
+    pub values: Vec<serde_json::Value>,
+    pub statuses: Vec<Status>,
+    /// The event time of each value's record (RFC 3339), when there is one.
+    pub effective_times: Vec<Option<String>>,
+}
+
+/// The answer: the features in order, and a vector per entity in request order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub features: Vec<FeatureInfo>,
+    pub vectors: Vec<Vector>,
+}
+
+#[derive(Clone)]
+pub struct Serving {
+    catalog: Catalog,
+    store: Arc<dyn OnlineStore>,
+}
+
+impl Serving {
+    pub fn new(catalog: Catalog, store: Arc<dyn OnlineStore>) -> Self {
+        Self { catalog, store }
+    }
+
+    pub async fn get(&self, request: FeatureRequest) -> Result<Answer> {
+        if request.entities.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no entities: give a join_key_map (or request_data with at least one)".into(),
+            ));
+        }
+        if request.entities.len() > MAX_ENTITIES {
+            return Err(Error::InvalidArgument(format!(
+                "{} entities in one request; at most {MAX_ENTITIES}, split the batch",
+                request.entities.len()
+            )));
+        }
+        let state = self.catalog.workspace(&request.workspace).await?;
+        if state.kind != WorkspaceKind::Live {
+            return Err(Error::FailedPrecondition(format!(
+                "workspace `{}` is a dev workspace, which holds definitions only and serves no features; ask a live workspace",
+                state.name
+            )));
+        }
+        let selection = select_features(
+            &state,
+            request.feature_service.as_deref(),
+            request.features.as_deref(),
+            Need::Online,
+        )?;
+        let mut features = Vec::new();
+        let mut tables = Vec::new();
+        for (table, chosen) in &selection {
+            let generation = self
+                .catalog
+                .storage_generation(&state.name, &table.name)
+                .await?;
+            let online = OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
+            for name in chosen {
+                let data_type = online
+                    .features
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.to_string())
+                    .unwrap_or_default();
+                features.push(FeatureInfo {
+                    name: format!("{}.{name}", table.name),
+                    data_type,
+                });
+            }
+            tables.push((online, chosen.clone()));
+        }
+        let needed: Vec<&(String, ftab_model::definitions::ValueType)> = {
+            let mut keys: Vec<&(String, _)> = Vec::new();
+            for (online, _) in &tables {
+                for key in &online.keys {
+                    if !keys.iter().any(|(n, _)| n == &key.0) {
+                        keys.push(key);
+                    }
+                }
+            }
+            keys
+        };
+        // Every entity's key values, checked before anything is read.
+        let mut parsed: Vec<BTreeMap<&str, KeyValue>> = Vec::with_capacity(request.entities.len());
+        for (index, entity) in request.entities.iter().enumerate() {
+            let at = if request.entities.len() > 1 {
+                format!(" (entity {index})")
+            } else {
+                String::new()
+            };
+            if let Some(unknown) = entity
+                .keys()
+                .find(|k| !needed.iter().any(|(n, _)| n == *k))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "`{}` is not a join key of the requested features{at}; their join keys are: {}",
+                    ftab_model::names::echoed(unknown),
+                    needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let mut values = BTreeMap::new();
+            for (name, value_type) in &needed {
+                let value = entity.get(name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "join key `{name}` is missing{at}; the requested features need: {}",
+                        needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err(Error::InvalidArgument(format!(
+                            "join key `{name}`{at} is {other}, not a string or a number"
+                        )));
+                    }
+                };
+                let key = KeyValue::parse(name, &text, value_type).map_err(|e| {
+                    Error::InvalidArgument(format!("{}{at}", e.to_string().trim_start_matches("invalid key: ")))
+                })?;
+                values.insert(name.as_str(), key);
+            }
+            parsed.push(values);
+        }
+
+        let now = Utc::now().timestamp_micros();
+        let mut vectors: Vec<Vector> = (0..parsed.len())
+            .map(|_| Vector {
+                values: Vec::new(),
+                statuses: Vec::new(),
+                effective_times: Vec::new(),
+            })
+            .collect();
+        for (online, chosen) in &tables {
+            let keys: Vec<Vec<KeyValue>> = parsed
+                .iter()
+                .map(|entity| online.keys.iter().map(|(n, _)| entity[n.as_str()].clone()).collect())
+                .collect();
+            // Read as of the earliest time, so expired records come back and can be told
+            // from missing ones; their values are not served.
+            let records = self
+                .store
+                .read(online, &keys, i64::MIN)
+                .await
+                .map_err(|e| match e {
+                    OnlineError::Unavailable(reason) => Error::FailedPrecondition(reason),
+                    other => Error::Internal(other.to_string()),
+                })?;
+            if records.len() != keys.len() {
+                return Err(Error::Internal(format!(
+                    "the online store answered {} records for {} keys",
+                    records.len(),
+                    keys.len()
+                )));
+            }
+            let live_after = online.live_after(now);
+            for (vector, record) in vectors.iter_mut().zip(records) {
+                for name in chosen {
+                    match &record {
+                        None => {
+                            vector.values.push(serde_json::Value::Null);
+                            vector.statuses.push(Status::Missing);
+                            vector.effective_times.push(None);
+                        }
+                        Some(record) => {
+                            let expired = live_after.is_some_and(|after| record.timestamp < after);
+                            let value = record
+                                .features
+                                .iter()
+                                .find(|(n, _)| n == name)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or(serde_json::Value::Null);
+                            vector.values.push(if expired { serde_json::Value::Null } else { value });
+                            vector.statuses.push(if expired { Status::Expired } else { Status::Present });
+                            vector.effective_times.push(Some(format_micros(record.timestamp)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Answer { features, vectors })
+    }
+}
