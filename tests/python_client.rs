@@ -40,6 +40,7 @@ fn pyarrow_flight_client_speaks_the_protocol() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root.join("tests/python"))
         .env("FTAB_FLIGHT_URL", &grpc_url)
+        .env("FTAB_HTTP_URL", &scheduler.http_url)
         .env("FTAB_EXAMPLE_REPO", root.join("examples/feature_repo"))
         .output()
         .expect("run python3 -m pytest");

@@ -3,10 +3,7 @@
 use crate::error::CliError;
 
 /// POST a JSON body; the JSON answer, or the server's error message as it gave it.
-pub async fn post_json(
-    url: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, CliError> {
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<serde_json::Value, CliError> {
     let unreachable = |e: &dyn std::fmt::Display| CliError::Http {
         url: url.to_string(),
         message: format!(
@@ -23,7 +20,10 @@ pub async fn post_json(
     let text = response.text().await.map_err(|e| unreachable(&e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| CliError::Http {
         url: url.to_string(),
-        message: format!("answered {status} with something other than JSON: {}", text.chars().take(200).collect::<String>()),
+        message: format!(
+            "answered {status} with something other than JSON: {}",
+            text.chars().take(200).collect::<String>()
+        ),
     })?;
     if !status.is_success() {
         let message = value["error"]["message"]

@@ -208,8 +208,14 @@ pub fn online_record(r: &GetOnlineResponse) -> String {
 
 /// A feature server's answer to `get-features` with every metadata option, as a table.
 pub fn feature_vector(heading: &str, answer: &serde_json::Value) -> String {
-    let values = answer["result"]["features"].as_array().cloned().unwrap_or_default();
-    let metadata = answer["metadata"]["features"].as_array().cloned().unwrap_or_default();
+    let values = answer["result"]["features"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let metadata = answer["metadata"]["features"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
@@ -231,7 +237,10 @@ pub fn feature_vector(heading: &str, answer: &serde_json::Value) -> String {
         .collect();
     format!(
         "{heading}\n{}",
-        table(&["FEATURE", "VALUE", "TYPE", "STATUS", "EFFECTIVE TIME"], &rows)
+        table(
+            &["FEATURE", "VALUE", "TYPE", "STATUS", "EFFECTIVE TIME"],
+            &rows
+        )
     )
 }
 

@@ -87,7 +87,12 @@ struct HttpError(StatusCode, String);
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.0.as_u16(), "message": self.1}});
-        (self.0, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -95,9 +100,9 @@ impl From<Error> for HttpError {
     fn from(error: Error) -> Self {
         let status: tonic::Status = error.into();
         let code = match status.code() {
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => {
-                StatusCode::BAD_REQUEST
-            }
+            tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::OutOfRange => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,
             tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
             tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -130,7 +135,10 @@ fn feature_refs(features: Option<Vec<String>>) -> Result<Option<Vec<FeatureRef>>
     features
         .map(|list| {
             list.iter()
-                .map(|f| f.parse::<FeatureRef>().map_err(|e| bad_request(format!("features: {e}"))))
+                .map(|f| {
+                    f.parse::<FeatureRef>()
+                        .map_err(|e| bad_request(format!("features: {e}")))
+                })
                 .collect()
         })
         .transpose()
@@ -177,7 +185,10 @@ async fn get_features(State(serving): State<Serving>, body: Bytes) -> Result<Res
         }
     }
     let mut body = json!({"result": {"features": vector.values}});
-    if metadata.iter().any(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+    if metadata
+        .iter()
+        .any(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+    {
         body["metadata"] = json!({"features": metadata});
     }
     Ok(json_response(body))
@@ -192,7 +203,11 @@ async fn get_features_batch(
         workspace: workspace(&params.workspace_name)?,
         feature_service: params.feature_service_name,
         features: feature_refs(params.features)?,
-        entities: params.request_data.into_iter().map(|e| e.join_key_map).collect(),
+        entities: params
+            .request_data
+            .into_iter()
+            .map(|e| e.join_key_map)
+            .collect(),
     };
     let answer = serving.get(request).await?;
     let options = &params.metadata_options;
@@ -212,7 +227,10 @@ async fn get_features_batch(
         .collect();
     let metadata = feature_metadata(&answer, options);
     let mut body = json!({"result": result});
-    if metadata.iter().any(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+    if metadata
+        .iter()
+        .any(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+    {
         body["metadata"] = json!({"features": metadata});
     }
     Ok(json_response(body))
@@ -238,7 +256,10 @@ async fn not_found() -> HttpError {
 pub fn router(serving: Serving) -> Router {
     Router::new()
         .route("/v1/feature-service/get-features", post(get_features))
-        .route("/v1/feature-service/get-features-batch", post(get_features_batch))
+        .route(
+            "/v1/feature-service/get-features-batch",
+            post(get_features_batch),
+        )
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -113,7 +113,8 @@ impl Serving {
                 .catalog
                 .storage_generation(&state.name, &table.name)
                 .await?;
-            let online = OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
+            let online =
+                OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
             for name in chosen {
                 let data_type = online
                     .features
@@ -147,14 +148,15 @@ impl Serving {
             } else {
                 String::new()
             };
-            if let Some(unknown) = entity
-                .keys()
-                .find(|k| !needed.iter().any(|(n, _)| n == *k))
-            {
+            if let Some(unknown) = entity.keys().find(|k| !needed.iter().any(|(n, _)| n == *k)) {
                 return Err(Error::InvalidArgument(format!(
                     "`{}` is not a join key of the requested features{at}; their join keys are: {}",
                     ftab_model::names::echoed(unknown),
-                    needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    needed
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
             let mut values = BTreeMap::new();
@@ -162,7 +164,11 @@ impl Serving {
                 let value = entity.get(name).ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "join key `{name}` is missing{at}; the requested features need: {}",
-                        needed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                        needed
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
                 let text = match value {
@@ -175,7 +181,10 @@ impl Serving {
                     }
                 };
                 let key = KeyValue::parse(name, &text, value_type).map_err(|e| {
-                    Error::InvalidArgument(format!("{}{at}", e.to_string().trim_start_matches("invalid key: ")))
+                    Error::InvalidArgument(format!(
+                        "{}{at}",
+                        e.to_string().trim_start_matches("invalid key: ")
+                    ))
                 })?;
                 values.insert(name.as_str(), key);
             }
@@ -193,7 +202,13 @@ impl Serving {
         for (online, chosen) in &tables {
             let keys: Vec<Vec<KeyValue>> = parsed
                 .iter()
-                .map(|entity| online.keys.iter().map(|(n, _)| entity[n.as_str()].clone()).collect())
+                .map(|entity| {
+                    online
+                        .keys
+                        .iter()
+                        .map(|(n, _)| entity[n.as_str()].clone())
+                        .collect()
+                })
                 .collect();
             // Read as of the earliest time, so expired records come back and can be told
             // from missing ones; their values are not served.
@@ -229,9 +244,19 @@ impl Serving {
                                 .find(|(n, _)| n == name)
                                 .map(|(_, v)| v.clone())
                                 .unwrap_or(serde_json::Value::Null);
-                            vector.values.push(if expired { serde_json::Value::Null } else { value });
-                            vector.statuses.push(if expired { Status::Expired } else { Status::Present });
-                            vector.effective_times.push(Some(format_micros(record.timestamp)));
+                            vector.values.push(if expired {
+                                serde_json::Value::Null
+                            } else {
+                                value
+                            });
+                            vector.statuses.push(if expired {
+                                Status::Expired
+                            } else {
+                                Status::Present
+                            });
+                            vector
+                                .effective_times
+                                .push(Some(format_micros(record.timestamp)));
                         }
                     }
                 }

@@ -16,13 +16,23 @@ use crate::output::{self, OutputFormat, print};
 pub struct GetArgs {
     #[arg(long, short = 'w', env = "FTAB_WORKSPACE")]
     pub workspace: WorkspaceName,
-    #[arg(long, short = 't', required_unless_present = "service", conflicts_with = "service")]
+    #[arg(
+        long,
+        short = 't',
+        required_unless_present = "service",
+        conflicts_with = "service"
+    )]
     pub table: Option<TableName>,
     /// A feature service: its features for the entity, from the feature server's HTTP API.
     #[arg(long, short = 's')]
     pub service: Option<String>,
     /// The feature server's HTTP API (with --service).
-    #[arg(long, env = "FTAB_HTTP", default_value = "http://127.0.0.1:50052", value_name = "URL")]
+    #[arg(
+        long,
+        env = "FTAB_HTTP",
+        default_value = "http://127.0.0.1:50052",
+        value_name = "URL"
+    )]
     pub http: String,
     /// A join key value, NAME=VALUE; repeat for composite keys.
     #[arg(long = "key", short = 'k', required = true, value_name = "NAME=VALUE", value_parser = parse_key)]
