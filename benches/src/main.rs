@@ -17,6 +17,7 @@ mod cluster;
 mod control_plane;
 mod data;
 mod ingest;
+mod serve;
 mod training_set;
 
 use std::time::Duration;
@@ -43,6 +44,8 @@ enum Bench {
     TrainingSet(training_set::TrainingSetArgs),
     /// Latency of control-plane calls from one client.
     ControlPlane(control_plane::ControlPlaneArgs),
+    /// Latency and throughput of the feature server's HTTP API (embedded store).
+    Serve(serve::ServeArgs),
     /// The training-set benchmark (its ingests included) standalone and in cluster mode
     /// (ftab-executor processes, an S3 server) on the same data, side by side.
     Cluster(cluster::ClusterArgs),
@@ -69,6 +72,8 @@ pub enum Deployment {
 pub struct Running {
     pub client: FtabClient,
     pub url: String,
+    /// The feature server's HTTP API.
+    pub http_url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<ftab_scheduler::Result<()>>,
     _executors: Vec<cluster::Executor>,
@@ -96,6 +101,7 @@ impl Running {
         let mut config = SchedulerConfig {
             data_dir: dir.path().join("data"),
             flight_addr: "127.0.0.1:0".parse()?,
+            http_addr: "127.0.0.1:0".parse()?,
             log: "warn".into(),
             parallelism: parallelism.unwrap_or(defaults.parallelism),
             training_set_join: join.unwrap_or(defaults.training_set_join),
@@ -129,14 +135,17 @@ impl Running {
         }
         let listener = scheduler.bind().await?;
         let url = format!("http://{}", listener.local_addr()?);
+        let http = scheduler.bind_http().await?;
+        let http_url = format!("http://{}", http.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(scheduler.serve(listener, async {
+        let server = tokio::spawn(scheduler.serve_with_http(listener, Some(http), async {
             let _ = stopped.await;
         }));
         let client = FtabClient::connect(&url).await?;
         Ok(Self {
             client,
             url,
+            http_url,
             stop,
             server,
             _executors: executors,
@@ -268,6 +277,7 @@ async fn run(args: Args, s3: Option<cluster::S3>) -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest::run(args).await,
         Bench::TrainingSet(args) => training_set::run(args).await,
         Bench::ControlPlane(args) => control_plane::run(args).await,
+        Bench::Serve(args) => serve::run(args).await,
         Bench::Cluster(args) => {
             let s3 = s3.ok_or_else(|| anyhow::anyhow!("the S3 server did not start"))?;
             cluster::run(args, &s3).await
