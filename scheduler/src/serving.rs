@@ -70,29 +70,66 @@ pub struct Answer {
     pub vectors: Vec<Vector>,
 }
 
+/// How long a resolved request (definitions, tables, generations) is reused: an apply is
+/// served within this time, without a restart.
+const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a request resolves to in the catalog: the features, the tables to read with their
+/// selected features, and the join keys they need.
+struct Resolved {
+    features: Vec<FeatureInfo>,
+    tables: Vec<(OnlineTable, Vec<String>)>,
+    needed: Vec<(String, ftab_model::definitions::ValueType)>,
+}
+
+type ResolvedCache =
+    std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, Arc<Resolved>)>>;
+
 #[derive(Clone)]
 pub struct Serving {
     catalog: Catalog,
     store: Arc<dyn OnlineStore>,
+    /// Resolved requests by workspace and features, reused for [`RESOLVED_FOR`]: the
+    /// catalog is one SQLite connection, and reading it on every request made it the
+    /// bottleneck (docs/benchmarks.md).
+    resolved: Arc<ResolvedCache>,
 }
 
 impl Serving {
     pub fn new(catalog: Catalog, store: Arc<dyn OnlineStore>) -> Self {
-        Self { catalog, store }
+        Self {
+            catalog,
+            store,
+            resolved: Arc::default(),
+        }
     }
 
-    pub async fn get(&self, request: FeatureRequest) -> Result<Answer> {
-        if request.entities.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no entities: give a join_key_map (or request_data with at least one)".into(),
-            ));
+    /// The request's features resolved, from the cache when fresh.
+    async fn resolve(&self, request: &FeatureRequest) -> Result<Arc<Resolved>> {
+        let key = format!(
+            "{}\0{:?}\0{:?}",
+            request.workspace, request.feature_service, request.features
+        );
+        if let Some((at, resolved)) = self
+            .resolved
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < RESOLVED_FOR
+        {
+            return Ok(resolved.clone());
         }
-        if request.entities.len() > MAX_ENTITIES {
-            return Err(Error::InvalidArgument(format!(
-                "{} entities in one request; at most {MAX_ENTITIES}, split the batch",
-                request.entities.len()
-            )));
+        let resolved = Arc::new(self.resolve_now(request).await?);
+        let mut cache = self.resolved.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < RESOLVED_FOR);
         }
+        cache.insert(key, (std::time::Instant::now(), resolved.clone()));
+        Ok(resolved)
+    }
+
+    /// Resolve a request against the catalog.
+    async fn resolve_now(&self, request: &FeatureRequest) -> Result<Resolved> {
         let state = self.catalog.workspace(&request.workspace).await?;
         if state.kind != WorkspaceKind::Live {
             return Err(Error::FailedPrecondition(format!(
@@ -129,17 +166,35 @@ impl Serving {
             }
             tables.push((online, chosen.clone()));
         }
-        let needed: Vec<&(String, ftab_model::definitions::ValueType)> = {
-            let mut keys: Vec<&(String, _)> = Vec::new();
-            for (online, _) in &tables {
-                for key in &online.keys {
-                    if !keys.iter().any(|(n, _)| n == &key.0) {
-                        keys.push(key);
-                    }
+        let mut needed: Vec<(String, ftab_model::definitions::ValueType)> = Vec::new();
+        for (online, _) in &tables {
+            for key in &online.keys {
+                if !needed.iter().any(|(n, _)| n == &key.0) {
+                    needed.push(key.clone());
                 }
             }
-            keys
-        };
+        }
+        Ok(Resolved {
+            features,
+            tables,
+            needed,
+        })
+    }
+
+    pub async fn get(&self, request: FeatureRequest) -> Result<Answer> {
+        if request.entities.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no entities: give a join_key_map (or request_data with at least one)".into(),
+            ));
+        }
+        if request.entities.len() > MAX_ENTITIES {
+            return Err(Error::InvalidArgument(format!(
+                "{} entities in one request; at most {MAX_ENTITIES}, split the batch",
+                request.entities.len()
+            )));
+        }
+        let resolved = self.resolve(&request).await?;
+        let (tables, needed) = (&resolved.tables, &resolved.needed);
         // Every entity's key values, checked before anything is read.
         let mut parsed: Vec<BTreeMap<&str, KeyValue>> = Vec::with_capacity(request.entities.len());
         for (index, entity) in request.entities.iter().enumerate() {
@@ -160,7 +215,7 @@ impl Serving {
                 )));
             }
             let mut values = BTreeMap::new();
-            for (name, value_type) in &needed {
+            for (name, value_type) in needed {
                 let value = entity.get(name).ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "join key `{name}` is missing{at}; the requested features need: {}",
@@ -199,7 +254,7 @@ impl Serving {
                 effective_times: Vec::new(),
             })
             .collect();
-        for (online, chosen) in &tables {
+        for (online, chosen) in tables {
             let keys: Vec<Vec<KeyValue>> = parsed
                 .iter()
                 .map(|entity| {
@@ -262,6 +317,9 @@ impl Serving {
                 }
             }
         }
-        Ok(Answer { features, vectors })
+        Ok(Answer {
+            features: resolved.features.clone(),
+            vectors,
+        })
     }
 }

@@ -315,3 +315,32 @@ def test_the_online_answer_is_the_training_set_at_now(served):
             row["user_login_counts__user_login_count_7d"],
             row["user_login_counts__user_login_count_30d"],
         ], (user, online[user], row)
+
+
+def test_a_new_apply_is_served_without_a_restart(served):
+    """A feature service changed by an apply is served as changed within seconds."""
+    service = """
+[[feature_service]]
+name = "changing"
+features = [{features}]
+"""
+    files = [{"path": p.name, "content": p.read_text()} for p in sorted(REPO.glob("*.toml"))]
+    files.append({"path": "extra.toml", "content": EXTRA})
+    params = {"workspace_name": served, "feature_service_name": "changing",
+              "join_key_map": {"user_id": "u3"}}
+    with flight.FlightClient(FLIGHT) as client:
+        one = service.format(features='"user_login_counts.user_login_count_7d"')
+        action(client, "apply", {"workspace": served, "files": files + [{"path": "s.toml", "content": one}]})
+        status, answer = get_features(params)
+        assert (status, answer) == (200, {"result": {"features": [30]}})
+        two = service.format(features='"user_login_counts.user_login_count_7d", "user_login_counts.user_login_count_30d"')
+        action(client, "apply", {"workspace": served, "files": files + [{"path": "s.toml", "content": two}]})
+    deadline = time.time() + 10
+    while True:
+        status, answer = get_features(params)
+        assert status == 200, answer
+        if answer["result"]["features"] == [30, 30]:
+            break
+        assert answer["result"]["features"] == [30], answer
+        assert time.time() < deadline, "the new definition was not served within 10 s"
+        time.sleep(0.1)
