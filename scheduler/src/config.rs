@@ -326,11 +326,11 @@ impl SchedulerConfig {
             return Ok(());
         };
         let location = self.storage_location();
-        let scheme = url::Url::parse(&location)
-            .ok()
-            .filter(|u| u.scheme().len() > 1)
-            .map(|u| u.scheme().to_string());
-        if scheme.as_deref() == Some("memory") {
+        // The scheme as the object store layer reads the location (a plain path is file://).
+        let scheme = ftab_engine::storage::StorageLayout::new(&location)
+            .map(|layout| layout.root().scheme().to_string())
+            .map_err(|e| format!("storage: {e}"))?;
+        if scheme == "memory" {
             return Err(format!(
                 "storage `{location}` is an in-memory store, which executors in other processes cannot see; \
                  in cluster mode use s3://, gs:// or az:// (or a local path with a loopback --cluster-addr)"
@@ -341,7 +341,7 @@ impl SchedulerConfig {
             // disk, and the online load runs in this process.
             return Ok(());
         }
-        if scheme.is_none() || scheme.as_deref() == Some("file") {
+        if scheme == "file" {
             return Err(format!(
                 "storage `{location}` is a local path, but --cluster-addr {addr} lets executors on other hosts join, \
                  and they cannot read this machine's disk; use an object store every host reaches \

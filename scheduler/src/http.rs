@@ -1,9 +1,15 @@
 //! The feature server's HTTP API: JSON over HTTP/1.1, shaped like Tecton's `get-features`
 //! and `get-features-batch` (docs/serving.md).
 //!
-//! - `POST /v1/feature-service/get-features`: one entity's feature vector;
-//! - `POST /v1/feature-service/get-features-batch`: many entities' in one call;
-//! - `GET /health`: `ok` once the scheduler serves.
+//! - `POST /v1/get-features` (also Tecton's path `/v1/feature-service/get-features`): one
+//!   entity's feature vector;
+//! - `POST /v1/get-features-batch` (and `/v1/feature-service/get-features-batch`): many
+//!   entities' in one call;
+//! - `GET /healthz`, `GET /readyz` (and `/health`): `ok` while the scheduler serves.
+//!
+//! A body is the request object itself, or Tecton's `{"params": {...}}` around it; the
+//! fields take DESIGN.md's names (`workspace`, `feature_service`) or Tecton's
+//! (`workspace_name`, `feature_service_name`).
 //!
 //! A refusal is a 4xx with `{"error": {"code": N, "message": "..."}}` saying what is wrong;
 //! a server fault is a 5xx in the same shape, never a partial answer.
@@ -29,12 +35,6 @@ use crate::serving::{Answer, FeatureRequest, Serving};
 /// The largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope<P> {
-    params: P,
-}
-
 /// Which values to describe beside the values.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,8 +52,9 @@ struct MetadataOptions {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GetFeatures {
+    #[serde(alias = "workspace")]
     workspace_name: String,
-    #[serde(default)]
+    #[serde(default, alias = "feature_service")]
     feature_service_name: Option<String>,
     #[serde(default)]
     features: Option<Vec<String>>,
@@ -71,8 +72,9 @@ struct Entity {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GetFeaturesBatch {
+    #[serde(alias = "workspace")]
     workspace_name: String,
-    #[serde(default)]
+    #[serde(default, alias = "feature_service")]
     feature_service_name: Option<String>,
     #[serde(default)]
     features: Option<Vec<String>>,
@@ -118,13 +120,22 @@ fn bad_request(message: String) -> HttpError {
     HttpError(StatusCode::BAD_REQUEST, message)
 }
 
-/// Parse a JSON body, saying what is wrong with it.
+/// Parse a JSON body: the request object, or `{"params": {...}}` around it; saying what is
+/// wrong with it.
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, HttpError> {
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         bad_request(format!(
-            "the request body is not a valid request: {e}; send {{\"params\": {{...}}}} (docs/serving.md)"
+            "the request body is not a valid request: {e}; send {{\"workspace\": ..., \"feature_service\": ..., \"join_key_map\": {{...}}}} or Tecton's {{\"params\": {{...}}}} (docs/serving.md)"
         ))
-    })
+    };
+    let mut value: Value = serde_json::from_slice(body).map_err(invalid)?;
+    if let Some(params) = value
+        .as_object_mut()
+        .and_then(|o| (o.len() == 1).then(|| o.remove("params")).flatten())
+    {
+        value = params;
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn workspace(name: &str) -> Result<WorkspaceName, HttpError> {
@@ -163,7 +174,7 @@ fn feature_metadata(answer: &Answer, options: &MetadataOptions) -> Vec<Value> {
 }
 
 async fn get_features(State(serving): State<Serving>, body: Bytes) -> Result<Response, HttpError> {
-    let Envelope { params }: Envelope<GetFeatures> = parse(&body)?;
+    let params: GetFeatures = parse(&body)?;
     let request = FeatureRequest {
         workspace: workspace(&params.workspace_name)?,
         feature_service: params.feature_service_name,
@@ -198,7 +209,7 @@ async fn get_features_batch(
     State(serving): State<Serving>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let Envelope { params }: Envelope<GetFeaturesBatch> = parse(&body)?;
+    let params: GetFeaturesBatch = parse(&body)?;
     let request = FeatureRequest {
         workspace: workspace(&params.workspace_name)?,
         feature_service: params.feature_service_name,
@@ -248,19 +259,24 @@ fn json_response(body: Value) -> Response {
 async fn not_found() -> HttpError {
     HttpError(
         StatusCode::NOT_FOUND,
-        "no such endpoint; POST /v1/feature-service/get-features or /v1/feature-service/get-features-batch, GET /health".into(),
+        "no such endpoint; POST /v1/get-features or /v1/get-features-batch, GET /healthz or /readyz".into(),
     )
 }
 
 /// The API's routes.
 pub fn router(serving: Serving) -> Router {
+    let ok = || async { "ok" };
     Router::new()
+        .route("/v1/get-features", post(get_features))
+        .route("/v1/get-features-batch", post(get_features_batch))
         .route("/v1/feature-service/get-features", post(get_features))
         .route(
             "/v1/feature-service/get-features-batch",
             post(get_features_batch),
         )
-        .route("/health", get(|| async { "ok" }))
+        .route("/healthz", get(ok))
+        .route("/readyz", get(ok))
+        .route("/health", get(ok))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(serving)

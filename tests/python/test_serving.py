@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from test_training_set import action, put, wait
+from test_training_set import action, ingest_stats, put, wait
 
 HTTP = os.environ["FTAB_HTTP_URL"]
 FLIGHT = os.environ["FTAB_FLIGHT_URL"]
@@ -102,18 +102,7 @@ def served():
         )
         cmd = {"ingest": {"workspace": name, "table": "user_login_counts"}}
         wait(client, put(client, cmd, logins)["job_id"])
-        stats = pa.table(
-            {
-                "user_id": ["u1"],
-                "merchant_id": ["m1"],
-                "timestamp": pa.array([NOW - 2 * HOUR], pa.timestamp("us", tz="UTC")),
-                "transaction_count_7d": [5],
-                "amount_mean_7d": [12.5],
-                "amount_max_7d": [40.0],
-            }
-        )
-        cmd = {"ingest": {"workspace": name, "table": "user_merchant_stats"}}
-        wait(client, put(client, cmd, stats)["job_id"])
+        ingest_stats(client, name, NOW - 2 * HOUR)
         yield name
 
 
@@ -261,6 +250,20 @@ def test_refusals_say_what_is_wrong(served, params, code, says):
     assert status == code, answer
     assert answer["error"]["code"] == code
     assert says in answer["error"]["message"], answer
+
+
+def test_design_paths_and_a_bare_body(served):
+    """DESIGN.md's paths and field names, with no `params` envelope, answer the same."""
+    body = {"workspace": served, "feature_service": "fraud_detection",
+            "join_key_map": {"user_id": "u1", "merchant_id": "m1"}}
+    assert post("/v1/get-features", body) == (200, {"result": {"features": [10, 10, 12.5, 5]}})
+    batch = {"workspace": served, "features": ["user_login_counts.user_login_count_7d"],
+             "request_data": [{"join_key_map": {"user_id": "u2"}}, {"join_key_map": {"user_id": "u9"}}]}
+    assert post("/v1/get-features-batch", batch) == (
+        200, {"result": [{"features": [20]}, {"features": [90]}]})
+    for path in ("/healthz", "/readyz"):
+        with urllib.request.urlopen(HTTP + path, timeout=10) as response:
+            assert response.read() == b"ok"
 
 
 def test_a_dev_workspace_and_malformed_requests_are_refused(served):

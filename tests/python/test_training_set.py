@@ -51,6 +51,22 @@ def wait(client, job_id):
     raise AssertionError(f"job {job_id} did not finish")
 
 
+def ingest_stats(client, workspace, at):
+    """One user_merchant_stats row for (u1, m1) at `at`: 5 transactions, mean 12.5, max 40."""
+    stats = pa.table(
+        {
+            "user_id": ["u1"],
+            "merchant_id": ["m1"],
+            "timestamp": pa.array([at], pa.timestamp("us", tz="UTC")),
+            "transaction_count_7d": [5],
+            "amount_mean_7d": [12.5],
+            "amount_max_7d": [40.0],
+        }
+    )
+    cmd = {"ingest": {"workspace": workspace, "table": "user_merchant_stats"}}
+    wait(client, put(client, cmd, stats)["job_id"])
+
+
 @pytest.fixture
 def client():
     with flight.FlightClient(URL) as c:
@@ -82,18 +98,7 @@ def workspace(client):
     )
     cmd = {"ingest": {"workspace": name, "table": "user_login_counts"}}
     wait(client, put(client, cmd, logins)["job_id"])
-    stats = pa.table(
-        {
-            "user_id": ["u1"],
-            "merchant_id": ["m1"],
-            "timestamp": pa.array([NOW - 2 * DAY], pa.timestamp("us", tz="UTC")),
-            "transaction_count_7d": [5],
-            "amount_mean_7d": [12.5],
-            "amount_max_7d": [40.0],
-        }
-    )
-    cmd = {"ingest": {"workspace": name, "table": "user_merchant_stats"}}
-    wait(client, put(client, cmd, stats)["job_id"])
+    ingest_stats(client, name, NOW - 2 * DAY)
     return name
 
 

@@ -84,10 +84,7 @@ async fn run_service(args: GetArgs, format: OutputFormat) -> Result<(), CliError
         "metadata_options": {"include_names": true, "include_data_types": true,
                              "include_effective_times": true, "include_serving_status": true},
     }});
-    let url = format!(
-        "{}/v1/feature-service/get-features",
-        args.http.trim_end_matches('/')
-    );
+    let url = format!("{}/v1/get-features", args.http.trim_end_matches('/'));
     let answer = crate::http::post_json(&url, &request).await?;
     let keys_text: Vec<String> = args.keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let heading = format!("{}/{service} {}", args.workspace, keys_text.join(" "));
