@@ -54,6 +54,10 @@ struct Args {
     /// Log filter, e.g. `info`.
     #[arg(long, env = "FTAB_LOG", default_value = "info")]
     log: String,
+    /// The online store this executor loads: Aerospike, when any `--aerospike-*` setting
+    /// is given (as the scheduler's `--online-store aerospike`); none otherwise.
+    #[command(flatten)]
+    aerospike: ftab_engine::online::aerospike::AerospikeArgs,
 }
 
 /// `host:port`, with a message that says what is wrong.
@@ -152,7 +156,25 @@ async fn run(args: Args) -> Result<(), String> {
         None => bind.to_string(),
     };
     // Tasks start from ftab's settings; the scheduler's are applied on top of them.
-    let config = ftab_engine::plan::session_config(tasks, memory_limit)
+    let config = ftab_engine::plan::session_config(tasks, memory_limit);
+    let config = if args.aerospike.given() {
+        let settings = args
+            .aerospike
+            .clone()
+            .resolve(None)
+            .map_err(|e| format!("--aerospike-*: {e}"))?;
+        let store = ftab_engine::online::aerospike::AerospikeStore::new(settings)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = store.client().await {
+            tracing::warn!("{e}; online loads fail until it is reachable");
+        }
+        config.with_extension(std::sync::Arc::new(ftab_engine::online::OnlineStoreHandle(
+            std::sync::Arc::new(store),
+        )))
+    } else {
+        config
+    };
+    let config = config
         .with_ballista_physical_extension_codec(ftab_engine::codec::physical_codec())
         .upgrade_for_ballista();
     let executor = ftab_engine::executor::start(ftab_engine::executor::ExecutorSettings {

@@ -80,6 +80,8 @@ pub struct Cluster {
     local: Option<Arc<(String, PathBuf)>>,
     /// Where Ballista's scheduler gRPC listens.
     ballista_addr: std::net::SocketAddr,
+    /// Whether executors reach the online store themselves (Aerospike).
+    online_networked: bool,
 }
 
 impl Cluster {
@@ -93,6 +95,7 @@ impl Cluster {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             Error::FailedPrecondition(format!("cannot start the embedded Ballista {what}: {e}"))
         };
+        let online_networked = online.is_networked();
         let config = ftab_engine::plan::session_config(settings.parallelism, settings.memory_limit)
             .with_extension(Arc::new(OnlineStoreHandle(online)))
             .with_ballista_physical_extension_codec(physical_codec())
@@ -187,6 +190,7 @@ impl Cluster {
                 planner,
                 local: None,
                 ballista_addr: scheduler_addr,
+                online_networked,
             });
         }
 
@@ -227,6 +231,7 @@ impl Cluster {
             planner,
             local: Some(Arc::new((executor.id, executor.work_dir))),
             ballista_addr: scheduler_addr,
+            online_networked,
         })
     }
 
@@ -249,6 +254,12 @@ impl Cluster {
     /// Whether this process runs no executor of its own (cluster mode).
     pub fn is_distributed(&self) -> bool {
         self.local.is_none()
+    }
+
+    /// Whether online loads run in this process: in cluster mode with a store that lives
+    /// here (the embedded one), which executors cannot reach.
+    pub fn loads_online_here(&self) -> bool {
+        self.is_distributed() && !self.online_networked
     }
 
     /// Run a plan in this process, outside Ballista, and collect its (small) output: for

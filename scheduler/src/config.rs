@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ftab_engine::online::aerospike::{AerospikeArgs, AerospikeSettings};
 use ftab_engine::plan::JoinChoice;
 use serde::{Deserialize, Serialize};
 
@@ -79,9 +80,13 @@ pub struct Args {
     pub cluster_addr: Option<SocketAddr>,
 
     /// The online store: `embedded` (a file under the data directory, served by this
-    /// process) or `none` (online tables are refused at ingest).
+    /// process), `aerospike` (the `--aerospike-*` settings; for clusters) or `none` (online
+    /// tables are refused at ingest).
     #[arg(long, env = "FTAB_ONLINE_STORE", value_name = "STORE")]
     pub online_store: Option<String>,
+
+    #[command(flatten)]
+    pub aerospike: AerospikeArgs,
 
     /// Cluster mode: how long an executor may be silent before it is taken for dead and
     /// its tasks run elsewhere, e.g. `30s` (at least 10s: a busy executor polls every 5s).
@@ -117,6 +122,7 @@ struct FileConfig {
     executor_timeout: Option<String>,
     max_jobs: Option<usize>,
     http_addr: Option<SocketAddr>,
+    aerospike: Option<AerospikeArgs>,
 }
 
 /// Which online store a scheduler serves.
@@ -125,8 +131,20 @@ struct FileConfig {
 pub enum OnlineStoreChoice {
     /// A redb file under the data directory, written and read by this process.
     Embedded,
+    /// An Aerospike cluster, written by the executors and read by serving processes.
+    Aerospike,
     /// No online store: online tables are refused at ingest.
     None,
+}
+
+impl OnlineStoreChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Aerospike => "aerospike",
+            Self::None => "none",
+        }
+    }
 }
 
 impl std::str::FromStr for OnlineStoreChoice {
@@ -134,9 +152,10 @@ impl std::str::FromStr for OnlineStoreChoice {
     fn from_str(text: &str) -> Result<Self, String> {
         match text {
             "embedded" => Ok(Self::Embedded),
+            "aerospike" => Ok(Self::Aerospike),
             "none" => Ok(Self::None),
             other => Err(format!(
-                "unknown online store `{other}`; use embedded or none"
+                "unknown online store `{other}`; use embedded, aerospike or none"
             )),
         }
     }
@@ -163,6 +182,8 @@ pub struct SchedulerConfig {
     /// Cluster mode: where Ballista's scheduler gRPC listens for `ftab-executor`s.
     pub cluster_addr: Option<SocketAddr>,
     pub online_store: OnlineStoreChoice,
+    /// How to reach Aerospike, when it is the online store.
+    pub aerospike: Option<AerospikeSettings>,
     /// How long an executor may be silent before it is taken for dead.
     pub executor_timeout: Duration,
     /// Ingest jobs run at once.
@@ -188,6 +209,7 @@ impl Default for SchedulerConfig {
             training_set_join: JoinChoice::Auto,
             cluster_addr: None,
             online_store: OnlineStoreChoice::Embedded,
+            aerospike: None,
             executor_timeout: Duration::from_secs(30),
             max_jobs: 2,
             http_addr: defaults::HTTP_ADDR
@@ -236,6 +258,10 @@ impl SchedulerConfig {
             None => FileConfig::default(),
         };
         let defaults = SchedulerConfig::default();
+        let online_store = match args.online_store.or(file.online_store) {
+            Some(text) => text.parse().map_err(|e| format!("online_store: {e}"))?,
+            None => defaults.online_store,
+        };
         Ok(Self {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
             flight_addr: args
@@ -274,9 +300,17 @@ impl SchedulerConfig {
                 None => defaults.training_set_join,
             },
             cluster_addr: args.cluster_addr.or(file.cluster_addr),
-            online_store: match args.online_store.or(file.online_store) {
-                Some(text) => text.parse().map_err(|e| format!("online_store: {e}"))?,
-                None => defaults.online_store,
+            online_store,
+            aerospike: match online_store {
+                OnlineStoreChoice::Aerospike => Some(args.aerospike.resolve(file.aerospike)?),
+                _ if args.aerospike.given() || file.aerospike.is_some() => {
+                    return Err(format!(
+                        "Aerospike settings are given but the online store is `{}`; add --online-store aerospike \
+                         (or online_store = \"aerospike\" in the config file) to use Aerospike",
+                        online_store.name()
+                    ));
+                }
+                _ => None,
             },
             executor_timeout: match args.executor_timeout.or(file.executor_timeout) {
                 Some(text) => {
@@ -352,8 +386,9 @@ impl SchedulerConfig {
             return Err(format!(
                 "the embedded online store lives in this process's data directory, but --cluster-addr {addr} lets \
                  executors on other hosts join, and online loads would have to pass through this process; \
-                 start with --online-store none (tables with online = true are then refused at ingest) until a \
-                 networked online store is configured, or use a loopback --cluster-addr for a one-host cluster"
+                 start with --online-store aerospike (and --aerospike-hosts), or --online-store none (tables \
+                 with online = true are then refused at ingest), or use a loopback --cluster-addr for a \
+                 one-host cluster"
             ));
         }
         Ok(())

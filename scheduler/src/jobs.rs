@@ -35,7 +35,6 @@ use tracing::Instrument;
 
 use ftab_engine::offline;
 use ftab_engine::offline::columns::{ROW_COLUMN, offline_table_schema};
-use ftab_engine::online::OnlineTable;
 use ftab_engine::plan::ingest::{
     IngestWriteExec, IngestWriteSpec, OnlineLoadExec, OnlineLoadSpec, collect_adds, sum_column,
 };
@@ -629,12 +628,16 @@ impl IngestStep<'_> {
         if files.is_empty() {
             return Ok(());
         }
-        let online_table = OnlineTable::new(
-            self.ingest.workspace.clone(),
-            self.table,
-            self.definitions,
-            self.ingest.generation,
-        );
+        let online_table = self
+            .runner
+            .catalog
+            .online_table(
+                &self.ingest.workspace,
+                self.table,
+                self.definitions,
+                self.ingest.generation,
+            )
+            .await?;
         let schema = self.table.arrow_schema(self.definitions);
         let planner = self.runner.cluster.planner();
         let scan = planner
@@ -660,8 +663,8 @@ impl IngestStep<'_> {
             .map_err(|e| failed("cannot plan the online load", e))?;
         // The embedded online store lives in this process; in cluster mode its load runs
         // here (reading the latest rows the executors wrote) rather than on an executor
-        // that cannot reach it (docs/cluster.md).
-        let batches = if self.runner.cluster.is_distributed() {
+        // that cannot reach it. Aerospike is loaded by the executors (docs/cluster.md).
+        let batches = if self.runner.cluster.loads_online_here() {
             self.runner.cluster.collect_here(plan).await?
         } else {
             self.run("online load", plan).await?

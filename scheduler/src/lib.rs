@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
+use ftab_engine::online::aerospike::AerospikeStore;
 use ftab_engine::online::embedded::EmbeddedStore;
 use ftab_engine::online::{Disabled, OnlineStore};
 use ftab_engine::storage::{ObjectStorage, StorageLayout};
@@ -90,6 +91,18 @@ impl Scheduler {
                     .await
                     .map_err(|e| Error::Internal(format!("online store open task failed: {e}")))?
                     .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+                Arc::new(store)
+            }
+            OnlineStoreChoice::Aerospike => {
+                let settings = config.aerospike.clone().ok_or_else(|| {
+                    Error::Internal("the Aerospike online store has no settings".into())
+                })?;
+                let store = AerospikeStore::new(settings)
+                    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+                // Not fatal: Aerospike may come up after the scheduler (docs/online-store.md).
+                if let Err(e) = store.client().await {
+                    tracing::warn!("{e}; online loads and reads fail until it is reachable");
+                }
                 Arc::new(store)
             }
             OnlineStoreChoice::None => Arc::new(Disabled(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable, format_micros};
+use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, format_micros};
 use ftab_model::protocol::{GetOnlineRequest, GetOnlineResponse};
 
 use crate::catalog::Catalog;
@@ -35,8 +35,10 @@ impl OnlineReads {
             .catalog
             .storage_generation(&state.name, &table.name)
             .await?;
-        let online_table =
-            OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
+        let online_table = self
+            .catalog
+            .online_table(&state.name, table, &state.definitions, generation)
+            .await?;
         let unknown: Vec<&str> = request
             .keys
             .keys()

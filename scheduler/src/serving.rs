@@ -150,8 +150,10 @@ impl Serving {
                 .catalog
                 .storage_generation(&state.name, &table.name)
                 .await?;
-            let online =
-                OnlineTable::new(state.name.clone(), table, &state.definitions, generation);
+            let online = self
+                .catalog
+                .online_table(&state.name, table, &state.definitions, generation)
+                .await?;
             for name in chosen {
                 let data_type = online
                     .features

@@ -234,6 +234,7 @@ pub(crate) mod tests {
                             features: vec![("v".into(), crate::definitions::ValueType::Float64)],
                             timestamp_field: "t".into(),
                             ttl_micros: None,
+                            bins: vec!["v".into()],
                         },
                         seq: 3,
                         now_micros: 10,

@@ -100,6 +100,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE ingests ADD COLUMN content_hash TEXT;
     "#,
+    // 5: the Aerospike bin of each feature of a table's storage generation.
+    r#"
+    CREATE TABLE online_bins (
+        workspace   TEXT NOT NULL,
+        table_name  TEXT NOT NULL,
+        generation  INTEGER NOT NULL,
+        feature     TEXT NOT NULL,
+        bin         TEXT NOT NULL,
+        PRIMARY KEY (workspace, table_name, generation, feature),
+        UNIQUE (workspace, table_name, generation, bin)
+    );
+    "#,
 ];
 
 /// A workspace and its current definitions.
@@ -285,6 +297,87 @@ impl Catalog {
             })
     }
 
+    /// The online store's view of a feature table in `generation`, with its features'
+    /// Aerospike bins.
+    pub async fn online_table(
+        &self,
+        workspace: &WorkspaceName,
+        table: &ftab_model::definitions::FeatureTable,
+        definitions: &Definitions,
+        generation: u64,
+    ) -> Result<ftab_engine::online::OnlineTable> {
+        let online = ftab_engine::online::OnlineTable::new(
+            workspace.clone(),
+            table,
+            definitions,
+            generation,
+        );
+        let features = online.features.iter().map(|(n, _)| n.clone()).collect();
+        let bins = self
+            .online_bins(workspace, &table.name, generation, features)
+            .await?;
+        Ok(online.with_bins(bins))
+    }
+
+    /// The Aerospike bin of each of `features` in a table's storage generation, in their
+    /// order: kept once assigned, new features assigned in the same transaction
+    /// (`ftab_engine::online::aerospike::assign_bins`; docs/online-store.md).
+    pub async fn online_bins(
+        &self,
+        workspace: &WorkspaceName,
+        table: &TableName,
+        generation: u64,
+        features: Vec<String>,
+    ) -> Result<Vec<String>> {
+        let (workspace, table) = (workspace.clone(), table.clone());
+        self.call(move |c| {
+            let key = params![workspace.as_str(), table.as_str(), generation as i64];
+            let read = |c: &Connection| -> Result<Vec<(String, String)>> {
+                let mut statement = c.prepare_cached(
+                    "SELECT feature, bin FROM online_bins
+                     WHERE workspace = ?1 AND table_name = ?2 AND generation = ?3",
+                )?;
+                let rows = statement.query_map(key, |row| Ok((row.get(0)?, row.get(1)?)))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            };
+            let mut assigned = read(c)?;
+            let new = ftab_engine::online::aerospike::assign_bins(&features, &assigned);
+            if !new.is_empty() {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Read again under the write lock: another process may have assigned some.
+                assigned = read(&tx)?;
+                for (feature, bin) in
+                    ftab_engine::online::aerospike::assign_bins(&features, &assigned)
+                {
+                    tx.execute(
+                        "INSERT INTO online_bins (workspace, table_name, generation, feature, bin)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            workspace.as_str(),
+                            table.as_str(),
+                            generation as i64,
+                            feature,
+                            bin
+                        ],
+                    )?;
+                    assigned.push((feature, bin));
+                }
+                tx.commit()?;
+            }
+            features
+                .iter()
+                .map(|f| {
+                    assigned
+                        .iter()
+                        .find(|(feature, _)| feature == f)
+                        .map(|(_, bin)| bin.clone())
+                        .ok_or_else(|| Error::Internal(format!("no bin assigned to `{f}`")))
+                })
+                .collect()
+        })
+        .await
+    }
+
     /// The current storage generation of a feature table, if it has storage.
     pub async fn table_generation(
         &self,
@@ -442,6 +535,44 @@ mod tests {
         assert_eq!(all[1].version, 0);
         let err = catalog.workspace(&ws("nope")).await.unwrap_err();
         assert!(matches!(err, Error::WorkspaceNotFound(_)));
+    }
+
+    #[tokio::test]
+    async fn online_bins_are_assigned_once_and_kept_per_generation() {
+        let catalog = Catalog::open_in_memory().unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let first = catalog
+            .online_bins(
+                &ws("prod"),
+                &table("t"),
+                1,
+                names(&["clicks", "a_long_feature_name"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(first, ["clicks", "_f0"]);
+        // A later definition adds a feature before the others: theirs stay.
+        let later = catalog
+            .online_bins(
+                &ws("prod"),
+                &table("t"),
+                1,
+                names(&["another_long_feature", "a_long_feature_name", "clicks"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(later, ["_f1", "_f0", "clicks"]);
+        // A new generation starts afresh.
+        let next = catalog
+            .online_bins(
+                &ws("prod"),
+                &table("t"),
+                2,
+                names(&["another_long_feature"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(next, ["_f0"]);
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //!   (0 = null) and the value: int32/date `i32`, int64/timestamp `i64`, float32 `f32`,
 //!   float64 `f64`, bool `u8`, string/binary `u32` length + bytes, list `u32` count + items.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
@@ -87,6 +88,77 @@ pub fn key_of_row(
         value.encode(out);
     }
     Ok(())
+}
+
+/// The columns of an ingest's latest rows that a backend writes, each cast to exactly the
+/// type the encodings read (e.g. string views as strings).
+pub(crate) struct LatestColumns {
+    keys: Vec<(ArrayRef, ValueType)>,
+    features: Vec<(ArrayRef, ValueType)>,
+    timestamps: PrimitiveArray<TimestampMicrosecondType>,
+}
+
+impl LatestColumns {
+    pub(crate) fn of(table: &super::OnlineTable, rows: &RecordBatch) -> Result<Self, OnlineError> {
+        let column = |name: &str, value_type: &ValueType| -> Result<ArrayRef, OnlineError> {
+            let array = rows
+                .column_by_name(name)
+                .ok_or_else(|| OnlineError::InvalidRows(format!("no column `{name}`")))?;
+            cast(array, &value_type.to_arrow()).map_err(|e| {
+                OnlineError::InvalidRows(format!("column `{name}` is not {value_type}: {e}"))
+            })
+        };
+        let typed = |columns: &[(String, ValueType)]| {
+            columns
+                .iter()
+                .map(|(n, t)| Ok((column(n, t)?, t.clone())))
+                .collect::<Result<Vec<_>, OnlineError>>()
+        };
+        let timestamps = column(&table.timestamp_field, &ValueType::Timestamp)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .cloned()
+            .ok_or_else(|| {
+                OnlineError::InvalidRows("the timestamp column is not UTC microseconds".into())
+            })?;
+        Ok(Self {
+            keys: typed(&table.keys)?,
+            features: typed(&table.features)?,
+            timestamps,
+        })
+    }
+
+    pub(crate) fn keys(&self) -> Vec<(&ArrayRef, &ValueType)> {
+        self.keys.iter().map(|(a, t)| (a, t)).collect()
+    }
+
+    pub(crate) fn features(&self) -> Vec<(&ArrayRef, &ValueType)> {
+        self.features.iter().map(|(a, t)| (a, t)).collect()
+    }
+
+    /// Call `write(row, timestamp)` for each row whose timestamp is not before `live_after`
+    /// ([`super::OnlineTable::live_after`]); answers the number of rows skipped as expired.
+    /// A null timestamp is an error.
+    pub(crate) fn for_each_live(
+        &self,
+        live_after: Option<i64>,
+        mut write: impl FnMut(usize, i64) -> Result<(), OnlineError>,
+    ) -> Result<u64, OnlineError> {
+        let mut expired = 0;
+        for row in 0..self.timestamps.len() {
+            if self.timestamps.is_null(row) {
+                return Err(OnlineError::InvalidRows(format!(
+                    "null timestamp at row {row}"
+                )));
+            }
+            let timestamp = self.timestamps.value(row);
+            if live_after.is_some_and(|after| timestamp < after) {
+                expired += 1;
+                continue;
+            }
+            write(row, timestamp)?;
+        }
+        Ok(expired)
+    }
 }
 
 /// Encode a record: timestamp, seq, and the features of `row`.
@@ -223,15 +295,10 @@ impl Reader<'_> {
             }
             ValueType::Binary => {
                 let len = u32::from_le_bytes(self.array()?) as usize;
-                Value::String(self.take(len)?.iter().map(|b| format!("{b:02x}")).collect())
+                binary_json(self.take(len)?)
             }
             ValueType::Int32 => Value::from(i32::from_le_bytes(self.array()?)),
-            ValueType::Date => {
-                let days = i32::from_le_bytes(self.array()?);
-                let date = chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163);
-                date.map(|d| Value::String(d.to_string()))
-                    .unwrap_or(Value::from(days))
-            }
+            ValueType::Date => date_json(i32::from_le_bytes(self.array()?)),
             ValueType::Int64 => Value::from(i64::from_le_bytes(self.array()?)),
             ValueType::Timestamp => Value::String(format_micros(i64::from_le_bytes(self.array()?))),
             ValueType::Float32 => float(f32::from_le_bytes(self.array()?) as f64),
@@ -252,13 +319,25 @@ impl Reader<'_> {
 /// A float as JSON. JSON numbers cannot hold NaN or the infinities, and `null` means
 /// "no value", so those are the strings `"NaN"`, `"Infinity"` and `"-Infinity"` (the
 /// spelling of JavaScript, Jackson and pandas); docs/protocol.md.
-fn float(value: f64) -> serde_json::Value {
+pub(crate) fn float(value: f64) -> serde_json::Value {
     match serde_json::Number::from_f64(value) {
         Some(number) => serde_json::Value::Number(number),
         None if value.is_nan() => serde_json::json!("NaN"),
         None if value > 0.0 => serde_json::json!("Infinity"),
         None => serde_json::json!("-Infinity"),
     }
+}
+
+/// Bytes as JSON: a lowercase hex string.
+pub(crate) fn binary_json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::Value::String(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Days since the Unix epoch as JSON: `YYYY-MM-DD` (the number where out of range).
+pub(crate) fn date_json(days: i32) -> serde_json::Value {
+    chrono::NaiveDate::from_num_days_from_ce_opt(days.saturating_add(719_163))
+        .map(|d| serde_json::Value::String(d.to_string()))
+        .unwrap_or(serde_json::Value::from(days))
 }
 
 /// UTC microseconds as RFC 3339.

@@ -5,9 +5,12 @@
 //! atomically by the store; a row older than now minus the ttl is not written, and a read
 //! never returns a value older than now minus the ttl (DESIGN.md, "Online store").
 //!
-//! Backends: [`embedded`] (redb, the single-machine default). Aerospike implements the
-//! same trait.
+//! Backends: [`embedded`] (redb, the single-machine default) and [`aerospike`] (for
+//! clusters: executors write it and serving processes read it directly).
 
+pub mod aerospike;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod embedded;
 pub(crate) mod encoding;
 mod record;
@@ -36,6 +39,11 @@ pub struct OnlineTable {
     pub features: Vec<(String, ValueType)>,
     pub timestamp_field: String,
     pub ttl_micros: Option<i64>,
+    /// The Aerospike bin of each feature, in `features` order: assigned once per
+    /// (workspace, table, generation) by the catalog and kept there
+    /// ([`aerospike::assign_bins`]); empty for backends that need none.
+    #[serde(default)]
+    pub bins: Vec<String>,
 }
 
 impl OnlineTable {
@@ -67,7 +75,14 @@ impl OnlineTable {
                 .collect(),
             timestamp_field: table.timestamp_field.to_string(),
             ttl_micros: table.ttl.map(|t| t.micros()),
+            bins: Vec::new(),
         }
+    }
+
+    /// This table with the features' Aerospike bins (from the catalog).
+    pub fn with_bins(mut self, bins: Vec<String>) -> Self {
+        self.bins = bins;
+        self
     }
 
     /// A name unique to (workspace, table, generation), usable as a key-space name.
@@ -130,6 +145,13 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     /// Why this store cannot be used, when it cannot ([`Disabled`]).
     fn unavailable(&self) -> Option<&str> {
         None
+    }
+
+    /// Whether every process can reach this store with its own settings (Aerospike), so
+    /// a cluster's executors load it directly; `false` for a store that lives in one
+    /// process (the embedded one), whose loads run in that process.
+    fn is_networked(&self) -> bool {
+        false
     }
 }
 

@@ -109,7 +109,9 @@ impl ExecutionPlan for OnlineLoadExec {
             .get_extension::<OnlineStoreHandle>()
             .ok_or_else(|| {
                 DataFusionError::Execution(
-                    "this executor has no online store configured, so it cannot load online tables"
+                    "this executor has no online store configured, so it cannot load online tables; \
+                     start ftab-executor with --aerospike-hosts (FTAB_AEROSPIKE_HOSTS) when the scheduler runs \
+                     --online-store aerospike"
                         .into(),
                 )
             })?;
