@@ -79,6 +79,11 @@ pub enum Error {
     #[error("{0}")]
     DataLoss(String),
 
+    /// A dependency is not there yet or for now (a serving process without definitions);
+    /// retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,6 +107,7 @@ impl From<Error> for tonic::Status {
             Error::DataLoss(_) => Code::DataLoss,
             Error::Cancelled(_) => Code::Cancelled,
             Error::ResourcesExhausted(_) => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
             Error::Catalog(_)
             | Error::CatalogData(_)
             | Error::Internal(_)

@@ -81,6 +81,7 @@ impl FlightHandler {
             A::RetryJob(request) => json(&self.jobs.retry(&request.job_id).await?),
             A::GetOnline(request) => json(&self.online.get(request).await?),
             A::Ingest(command) => json(&self.ingests.ingest_uri(command).await?),
+            A::ServingDefinitions(_) => json(&self.online.serving_definitions().await?),
         }
     }
 }

@@ -5,7 +5,9 @@
 //!   entity's feature vector;
 //! - `POST /v1/get-features-batch` (and `/v1/feature-service/get-features-batch`): many
 //!   entities' in one call;
-//! - `GET /healthz`, `GET /readyz` (and `/health`): `ok` while the scheduler serves.
+//! - `GET /healthz` (and `/health`): `ok` while the process serves; `GET /readyz`: `ok` once
+//!   it can answer (an `ftab-serving` process has its first copy of the definitions), else
+//!   503.
 //!
 //! A body is the request object itself, or Tecton's `{"params": {...}}` around it; the
 //! fields take DESIGN.md's names (`workspace`, `feature_service`) or Tecton's
@@ -263,6 +265,12 @@ async fn not_found() -> HttpError {
     )
 }
 
+/// `ok` once requests can be answered (a serving process has its definitions), else 503.
+async fn ready(State(serving): State<Serving>) -> Result<&'static str, HttpError> {
+    serving.ready()?;
+    Ok("ok")
+}
+
 /// The API's routes.
 pub fn router(serving: Serving) -> Router {
     let ok = || async { "ok" };
@@ -275,7 +283,7 @@ pub fn router(serving: Serving) -> Router {
             post(get_features_batch),
         )
         .route("/healthz", get(ok))
-        .route("/readyz", get(ok))
+        .route("/readyz", get(ready))
         .route("/health", get(ok))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -22,6 +22,7 @@ pub mod leftovers;
 pub mod online;
 pub mod selection;
 pub mod serving;
+pub mod serving_process;
 pub mod training_sets;
 pub mod workspaces;
 
@@ -232,7 +233,10 @@ impl Scheduler {
         let online = self.online.clone();
         let (stop_jobs, jobs_stopped) = watch::channel(false);
         let http = http.map(|listener| {
-            let serving = serving::Serving::new(self.catalog.clone(), self.online.clone());
+            let serving = serving::Serving::new(
+                serving::DefinitionsSource::Catalog(self.catalog.clone()),
+                self.online.clone(),
+            );
             let mut stopped = jobs_stopped.clone();
             tokio::spawn(http::serve(listener, serving, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, format_micros};
-use ftab_model::protocol::{GetOnlineRequest, GetOnlineResponse};
+use ftab_model::protocol::{
+    GetOnlineRequest, GetOnlineResponse, ServingDefinitionsResponse, ServingTable,
+    ServingWorkspace, WorkspaceKind,
+};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -20,6 +23,44 @@ pub struct OnlineReads {
 impl OnlineReads {
     pub fn new(catalog: Catalog, store: Arc<dyn OnlineStore>) -> Self {
         Self { catalog, store }
+    }
+
+    /// `serving_definitions`: the live workspaces' definitions and their online tables'
+    /// storage, for `ftab-serving` processes (docs/serving.md).
+    pub async fn serving_definitions(&self) -> Result<ServingDefinitionsResponse> {
+        let mut workspaces = Vec::new();
+        for state in self.catalog.workspaces().await? {
+            if state.kind != WorkspaceKind::Live {
+                continue;
+            }
+            let mut tables = Vec::new();
+            for table in state.definitions.feature_tables.iter().filter(|t| t.online) {
+                let Some(generation) = self
+                    .catalog
+                    .table_generation(&state.name, &table.name)
+                    .await?
+                else {
+                    continue;
+                };
+                let online = self
+                    .catalog
+                    .online_table(&state.name, table, &state.definitions, generation)
+                    .await?;
+                tables.push(ServingTable {
+                    table: table.name.clone(),
+                    generation,
+                    bins: online.bins,
+                });
+            }
+            workspaces.push(ServingWorkspace {
+                name: state.name,
+                kind: state.kind,
+                version: state.version,
+                definitions: state.definitions,
+                tables,
+            });
+        }
+        Ok(ServingDefinitionsResponse { workspaces })
     }
 
     pub async fn get(&self, request: GetOnlineRequest) -> Result<GetOnlineResponse> {

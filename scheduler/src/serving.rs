@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable, format_micros};
-use ftab_model::definitions::FeatureRef;
-use ftab_model::names::WorkspaceName;
+use ftab_model::definitions::{FeatureRef, FeatureTable};
+use ftab_model::names::{TableName, WorkspaceName};
 use ftab_model::protocol::WorkspaceKind;
 use serde::Serialize;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, WorkspaceState};
 use crate::error::{Error, Result};
 use crate::selection::{Need, select_features};
 
@@ -85,9 +85,114 @@ struct Resolved {
 type ResolvedCache =
     std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, Arc<Resolved>)>>;
 
+/// Where serving finds the applied definitions and the online tables' storage.
+#[derive(Clone)]
+pub enum DefinitionsSource {
+    /// The scheduler's own catalog.
+    Catalog(Catalog),
+    /// A copy polled from a scheduler (`ftab-serving`, [`crate::serving_process`]); `None`
+    /// until the first copy arrives.
+    Copy(Arc<std::sync::RwLock<Option<Arc<DefinitionsCopy>>>>),
+}
+
+/// The definitions a serving process holds: each live workspace's state and its online
+/// tables' (generation, bins).
+#[derive(Debug)]
+pub struct DefinitionsCopy {
+    pub workspaces:
+        BTreeMap<WorkspaceName, (WorkspaceState, BTreeMap<TableName, (u64, Vec<String>)>)>,
+}
+
+impl DefinitionsCopy {
+    pub fn new(response: ftab_model::protocol::ServingDefinitionsResponse) -> Self {
+        let workspaces = response
+            .workspaces
+            .into_iter()
+            .map(|w| {
+                let tables = w
+                    .tables
+                    .into_iter()
+                    .map(|t| (t.table, (t.generation, t.bins)))
+                    .collect();
+                let state = WorkspaceState {
+                    name: w.name.clone(),
+                    kind: w.kind,
+                    created_at: String::new(),
+                    version: w.version,
+                    definitions: w.definitions,
+                };
+                (w.name, (state, tables))
+            })
+            .collect();
+        Self { workspaces }
+    }
+}
+
+impl DefinitionsSource {
+    async fn workspace(&self, name: &WorkspaceName) -> Result<WorkspaceState> {
+        match self {
+            Self::Catalog(catalog) => catalog.workspace(name).await,
+            Self::Copy(_) => {
+                let copy = self.copy()?;
+                copy.workspaces
+                    .get(name)
+                    .map(|(state, _)| state.clone())
+                    .ok_or_else(|| Error::WorkspaceNotFound(name.clone()))
+            }
+        }
+    }
+
+    async fn online_table(
+        &self,
+        state: &WorkspaceState,
+        table: &FeatureTable,
+    ) -> Result<OnlineTable> {
+        match self {
+            Self::Catalog(catalog) => {
+                let generation = catalog.storage_generation(&state.name, &table.name).await?;
+                catalog
+                    .online_table(&state.name, table, &state.definitions, generation)
+                    .await
+            }
+            Self::Copy(_) => {
+                let copy = self.copy()?;
+                let (generation, bins) = copy
+                    .workspaces
+                    .get(&state.name)
+                    .and_then(|(_, tables)| tables.get(&table.name))
+                    .ok_or_else(|| {
+                        Error::Unavailable(format!(
+                            "feature table `{}` of workspace `{}` has no online storage yet",
+                            table.name, state.name
+                        ))
+                    })?;
+                Ok(
+                    OnlineTable::new(state.name.clone(), table, &state.definitions, *generation)
+                        .with_bins(bins.clone()),
+                )
+            }
+        }
+    }
+
+    fn copy(&self) -> Result<Arc<DefinitionsCopy>> {
+        let Self::Copy(cell) = self else {
+            return Err(Error::Internal("not a copy of the definitions".into()));
+        };
+        cell.read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Error::Unavailable(
+                    "this serving process has no definitions from its scheduler yet; try again shortly"
+                        .into(),
+                )
+            })
+    }
+}
+
 #[derive(Clone)]
 pub struct Serving {
-    catalog: Catalog,
+    source: DefinitionsSource,
     store: Arc<dyn OnlineStore>,
     /// Resolved requests by workspace and features, reused for [`RESOLVED_FOR`]: the
     /// catalog is one SQLite connection, and reading it on every request made it the
@@ -96,11 +201,20 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn new(catalog: Catalog, store: Arc<dyn OnlineStore>) -> Self {
+    pub fn new(source: DefinitionsSource, store: Arc<dyn OnlineStore>) -> Self {
         Self {
-            catalog,
+            source,
             store,
             resolved: Arc::default(),
+        }
+    }
+
+    /// Whether requests can be answered: a serving process is not ready before its first
+    /// copy of the definitions.
+    pub fn ready(&self) -> Result<()> {
+        match &self.source {
+            DefinitionsSource::Catalog(_) => Ok(()),
+            DefinitionsSource::Copy(_) => self.source.copy().map(|_| ()),
         }
     }
 
@@ -130,7 +244,7 @@ impl Serving {
 
     /// Resolve a request against the catalog.
     async fn resolve_now(&self, request: &FeatureRequest) -> Result<Resolved> {
-        let state = self.catalog.workspace(&request.workspace).await?;
+        let state = self.source.workspace(&request.workspace).await?;
         if state.kind != WorkspaceKind::Live {
             return Err(Error::FailedPrecondition(format!(
                 "workspace `{}` is a dev workspace, which holds definitions only and serves no features; ask a live workspace",
@@ -146,14 +260,7 @@ impl Serving {
         let mut features = Vec::new();
         let mut tables = Vec::new();
         for (table, chosen) in &selection {
-            let generation = self
-                .catalog
-                .storage_generation(&state.name, &table.name)
-                .await?;
-            let online = self
-                .catalog
-                .online_table(&state.name, table, &state.definitions, generation)
-                .await?;
+            let online = self.source.online_table(&state, table).await?;
             for name in chosen {
                 let data_type = online
                     .features

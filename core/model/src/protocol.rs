@@ -62,6 +62,7 @@ pub enum Action {
     RetryJob(JobRequest),
     GetOnline(GetOnlineRequest),
     Ingest(IngestCommand),
+    ServingDefinitions(ServingDefinitionsRequest),
 }
 
 /// The largest gRPC message either side of ftab's Flight service accepts: a feature
@@ -87,6 +88,10 @@ pub const ACTION_TYPES: &[(&str, &str)] = &[
     (
         "get_online",
         "Read one entity's online record of a feature table (for inspection)",
+    ),
+    (
+        "serving_definitions",
+        "The applied definitions of the live workspaces with their online tables' storage (for ftab-serving)",
     ),
     (
         "ingest",
@@ -126,6 +131,7 @@ impl Action {
             Action::RetryJob(_) => "retry_job",
             Action::GetOnline(_) => "get_online",
             Action::Ingest(_) => "ingest",
+            Action::ServingDefinitions(_) => "serving_definitions",
         }
     }
 
@@ -700,6 +706,35 @@ pub struct ListJobsResponse {
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub job_id: JobId,
+}
+
+/// `serving_definitions`: what a serving process needs to answer online reads without the
+/// catalog: each live workspace's current definitions, and the storage generation and
+/// Aerospike bins of each of its online tables.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingDefinitionsRequest {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingDefinitionsResponse {
+    pub workspaces: Vec<ServingWorkspace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingWorkspace {
+    pub name: WorkspaceName,
+    pub kind: WorkspaceKind,
+    pub version: u64,
+    pub definitions: crate::Definitions,
+    pub tables: Vec<ServingTable>,
+}
+
+/// An online table's storage: its generation and the Aerospike bin of each feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingTable {
+    pub table: TableName,
+    pub generation: u64,
+    pub bins: Vec<String>,
 }
 
 /// `get_online`: one entity's online record, by its join key values given as text.

@@ -786,7 +786,7 @@ mod tests {
     /// Writers race on keys that do not exist yet: whichever create lands first, the
     /// server's filter keeps the greatest (timestamp, seq), and every write is counted
     /// once as written or skipped.
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn aerospike_creates_racing_updates_keep_the_greatest() {
         let Some(store) = server("aerospike_creates_racing_updates_keep_the_greatest") else {
             return;
@@ -796,7 +796,8 @@ mod tests {
         let now = 100 * contract::DAY;
         let users: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
         let mut writers = tokio::task::JoinSet::new();
-        for writer in 0..8i64 {
+        // The winner starts first, so a store that let the last write win would fail.
+        for writer in (0..8i64).rev() {
             let (store, t, users) = (store.clone(), t.clone(), users.clone());
             writers.spawn(async move {
                 // Writer w writes timestamp w % 4 with seq w: the winner is writer 7
