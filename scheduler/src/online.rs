@@ -25,16 +25,21 @@ impl OnlineReads {
         Self { catalog, store }
     }
 
-    /// `serving_definitions`: the live workspaces' definitions and their online tables'
+    /// `serving_definitions`: the workspaces' definitions and the live ones' online tables'
     /// storage, for `ftab-serving` processes (docs/serving.md).
     pub async fn serving_definitions(&self) -> Result<ServingDefinitionsResponse> {
         let mut workspaces = Vec::new();
         for state in self.catalog.workspaces().await? {
-            if state.kind != WorkspaceKind::Live {
-                continue;
-            }
+            // Dev workspaces come without storage, so that serving refuses them as the
+            // scheduler does (they are dev), not as unknown.
             let mut tables = Vec::new();
-            for table in state.definitions.feature_tables.iter().filter(|t| t.online) {
+            let live = state.kind == WorkspaceKind::Live;
+            for table in state
+                .definitions
+                .feature_tables
+                .iter()
+                .filter(|t| live && t.online)
+            {
                 let Some(generation) = self
                     .catalog
                     .table_generation(&state.name, &table.name)

@@ -103,7 +103,25 @@ def served():
         cmd = {"ingest": {"workspace": name, "table": "user_login_counts"}}
         wait(client, put(client, cmd, logins)["job_id"])
         ingest_stats(client, name, NOW - 2 * HOUR)
-        yield name
+    # A serving process knows the workspace once it has copied the definitions.
+    deadline = time.time() + 10
+    while get_features({"workspace_name": name, "features": ["user_login_counts"],
+                        "join_key_map": {"user_id": "u1"}})[0] != 200:
+        assert time.time() < deadline, "the workspace was not served within 10 s"
+        time.sleep(0.1)
+    yield name
+
+
+def eventually(params, expected, within=10):
+    """Ask until the answer is `expected` (a serving process copies the definitions from
+    the scheduler every second, so an apply reaches it a moment later)."""
+    deadline = time.time() + within
+    while True:
+        status, answer = get_features(params)
+        if (status, answer) == (200, expected):
+            return
+        assert time.time() < deadline, (status, answer)
+        time.sleep(0.1)
 
 
 def test_one_entity_with_every_metadata_option(served):
@@ -334,8 +352,7 @@ features = [{features}]
     with flight.FlightClient(FLIGHT) as client:
         one = service.format(features='"user_login_counts.user_login_count_7d"')
         action(client, "apply", {"workspace": served, "files": files + [{"path": "s.toml", "content": one}]})
-        status, answer = get_features(params)
-        assert (status, answer) == (200, {"result": {"features": [30]}})
+        eventually(params, {"result": {"features": [30]}})
         two = service.format(features='"user_login_counts.user_login_count_7d", "user_login_counts.user_login_count_30d"')
         action(client, "apply", {"workspace": served, "files": files + [{"path": "s.toml", "content": two}]})
     deadline = time.time() + 10

@@ -208,6 +208,86 @@ impl Drop for SchedulerProcess {
     }
 }
 
+/// Spawn `command` with stdout piped and stderr to `log`, and wait for the stdout line
+/// starting with `ready`; answers the process and the rest of that line.
+fn spawn_until_ready(mut command: Command, ready: &'static str, log: &Path) -> (Child, String) {
+    let out = std::fs::File::create(log).expect("create the log file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(ready) {
+                let _ = sender.send(rest.to_string());
+            }
+        }
+    });
+    match receiver.recv_timeout(START_TIMEOUT) {
+        Ok(rest) => (child, rest),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "`{ready}` was not printed within {START_TIMEOUT:?}; the log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A running `ftab-serving` process, killed when dropped.
+pub struct ServingProcess {
+    child: Option<Child>,
+    /// The HTTP API, `http://HOST:PORT`.
+    pub http_url: String,
+    log: PathBuf,
+}
+
+impl ServingProcess {
+    /// Start a serving process on a free loopback port that copies its definitions from
+    /// the scheduler at `scheduler_url`, with `env` (its Aerospike settings).
+    pub fn start<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        scheduler_url: &str,
+        log: &Path,
+        env: &[(K, V)],
+    ) -> Self {
+        let mut command = Command::new(binary("ftab-serving"));
+        command
+            .args(["--scheduler", scheduler_url, "--http-addr", "127.0.0.1:0"])
+            .args(["--refresh", "1s", "--log", "info"])
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let (child, rest) = spawn_until_ready(command, "ftab-serving ready: http=", log);
+        Self {
+            child: Some(child),
+            http_url: rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServingProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A running `ftab-executor` process, killed when dropped.
 pub struct ExecutorProcess {
     child: Option<Child>,
@@ -226,8 +306,8 @@ impl ExecutorProcess {
         env: &[(K, V)],
     ) -> Self {
         let log = work_dir.with_extension("executor.log");
-        let out = std::fs::File::create(&log).expect("create the executor log file");
-        let mut child = Command::new(binary("ftab-executor"))
+        let mut command = Command::new(binary("ftab-executor"));
+        command
             .args(["--scheduler", scheduler, "--port", "0", "--grpc-port", "0"])
             .args([
                 "--tasks",
@@ -240,33 +320,13 @@ impl ExecutorProcess {
             .arg("--work-dir")
             .arg(work_dir)
             .env_remove("FTAB_FAILPOINT")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start ftab-executor");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ftab-executor ready: id=") {
-                    let id = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = sender.send(id.to_string());
-                }
-            }
-        });
-        let id = match receiver.recv_timeout(START_TIMEOUT) {
-            Ok(id) => id,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "ftab-executor did not become ready within {START_TIMEOUT:?}; its log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        };
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let (child, rest) = spawn_until_ready(command, "ftab-executor ready: id=", &log);
+        let id = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         Self {
             child: Some(child),
             id,

@@ -709,8 +709,8 @@ pub struct JobRequest {
 }
 
 /// `serving_definitions`: what a serving process needs to answer online reads without the
-/// catalog: each live workspace's current definitions, and the storage generation and
-/// Aerospike bins of each of its online tables.
+/// catalog: each workspace's current definitions, and the storage generation and
+/// Aerospike bins of each online table of the live ones.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServingDefinitionsRequest {}
