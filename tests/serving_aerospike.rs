@@ -9,7 +9,9 @@
 
 use std::process::Command;
 
-use ftab_e2e::{ExecutorProcess, SchedulerProcess, ServingProcess, repo_root};
+use ftab_e2e::{
+    ExecutorProcess, SchedulerProcess, ServingProcess, hours_ago, poll_json, repo_root, write,
+};
 
 /// The Aerospike settings for ftab's processes, or `None` after saying the test skipped.
 fn aerospike(test: &str) -> Option<Vec<(&'static str, String)>> {
@@ -156,4 +158,111 @@ fn http_suite_on_aerospike_from_a_cluster_and_stateless_serving_processes() {
             logs()
         ),
     }
+}
+
+/// Aerospike is unreachable when an ingest's job runs: the job fails on the online step
+/// with a message naming the address, after its offline commit; a retry, once Aerospike
+/// is reachable, loads the online store without committing the offline rows again.
+#[test]
+fn an_unreachable_aerospike_fails_only_the_online_step_and_a_retry_completes_it() {
+    let Some(env) =
+        aerospike("an_unreachable_aerospike_fails_only_the_online_step_and_a_retry_completes_it")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut unreachable = env.clone();
+    unreachable[0].1 = "127.0.0.1:1".into();
+    unreachable.push(("FTAB_AEROSPIKE_CONNECT_TIMEOUT_MS", "300".into()));
+    let scheduler =
+        SchedulerProcess::start_with(&data_dir, &["--online-store", "aerospike"], &unreachable);
+    // A workspace no earlier run used: Aerospike keeps its records between runs.
+    let workspace = format!("w{}", &uuid_like());
+    let repo = repo_root().join("examples/feature_repo");
+    scheduler
+        .ftab(&["workspace", "create", &workspace, "--live"])
+        .ok();
+    scheduler
+        .ftab(&["apply", repo.to_str().unwrap(), "-w", &workspace, "--yes"])
+        .ok();
+    let csv = write(
+        dir.path(),
+        "logins.csv",
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{t},7,30\nu2,{t},8,31\n",
+            t = hours_ago(1)
+        ),
+    );
+    let out = scheduler.ftab(&[
+        "--output",
+        "json",
+        "ingest",
+        "-w",
+        &workspace,
+        "-t",
+        "user_login_counts",
+        &csv,
+    ]);
+    let job_id = out.json()["job_id"].as_str().unwrap().to_string();
+    let job = poll_json(&scheduler, &["jobs", "show", &job_id], |j| {
+        j["state"] == "failed" || j["state"] == "succeeded"
+    });
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot reach Aerospike at 127.0.0.1:1"),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert_eq!(job["counts"]["offline_rows_committed"], 2, "{job}");
+    assert_eq!(job["steps"]["offline_commit"], "done", "{job}");
+    assert_eq!(job["steps"]["online_load"], "pending", "{job}");
+    drop(scheduler);
+
+    let scheduler = SchedulerProcess::start_with(&data_dir, &["--online-store", "aerospike"], &env);
+    scheduler.ftab(&["jobs", "retry", &job_id]).ok();
+    let job = poll_json(&scheduler, &["jobs", "show", &job_id], |j| {
+        j["state"] == "failed" || j["state"] == "succeeded"
+    });
+    assert_eq!(job["state"], "succeeded", "{job}\n{}", scheduler.log());
+    assert_eq!(job["counts"]["online_rows_written"], 2, "{job}");
+    let described = scheduler
+        .ftab(&[
+            "--output",
+            "json",
+            "tables",
+            "describe",
+            "user_login_counts",
+            "-w",
+            &workspace,
+        ])
+        .json();
+    assert_eq!(
+        described["offline"]["rows"], 2,
+        "committed once: {described}"
+    );
+    let got = scheduler
+        .ftab(&[
+            "--output",
+            "json",
+            "get",
+            "-w",
+            &workspace,
+            "-t",
+            "user_login_counts",
+            "--key",
+            "user_id=u2",
+        ])
+        .json();
+    assert_eq!(got["found"], true, "{got}");
+}
+
+/// A name part unique to this run.
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
 }
