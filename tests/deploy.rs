@@ -40,7 +40,7 @@ fn broken_copy(dir: &Path, file: &Path, from: &str, to: &str) -> std::path::Path
 fn kubernetes_manifests_are_valid() {
     let k8s = repo_root().join("deploy/k8s");
     let strict = ["--strict"];
-    for name in ["config.yaml", "scheduler.yaml", "executor.yaml"] {
+    for name in ["config.yaml", "scheduler.yaml", "executor.yaml", "serving.yaml"] {
         let (ok, said) = validate("kubernetes-validate", &strict, &k8s.join(name));
         assert!(ok, "{name}: {said}");
     }
@@ -76,7 +76,12 @@ fn deploy_files_name_only_settings_the_binaries_read() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     // clap wraps `[env: NAME]` across lines: one space for any whitespace.
-    let known = format!("{} {}", help("ftab-scheduler"), help("ftab-executor"))
+    let known = format!(
+        "{} {} {}",
+        help("ftab-scheduler"),
+        help("ftab-executor"),
+        help("ftab-serving")
+    )
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
@@ -91,7 +96,7 @@ fn deploy_files_name_only_settings_the_binaries_read() {
             assert!(
                 known.contains(&format!("env: {name}]"))
                     || known.contains(&format!("env: {name}=")),
-                "{} names {name}, which neither binary reads",
+                "{} names {name}, which no binary reads",
                 file.display()
             );
             checked += 1;
