@@ -40,7 +40,12 @@ fn broken_copy(dir: &Path, file: &Path, from: &str, to: &str) -> std::path::Path
 fn kubernetes_manifests_are_valid() {
     let k8s = repo_root().join("deploy/k8s");
     let strict = ["--strict"];
-    for name in ["config.yaml", "scheduler.yaml", "executor.yaml", "serving.yaml"] {
+    for name in [
+        "config.yaml",
+        "scheduler.yaml",
+        "executor.yaml",
+        "serving.yaml",
+    ] {
         let (ok, said) = validate("kubernetes-validate", &strict, &k8s.join(name));
         assert!(ok, "{name}: {said}");
     }
@@ -82,9 +87,9 @@ fn deploy_files_name_only_settings_the_binaries_read() {
         help("ftab-executor"),
         help("ftab-serving")
     )
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ");
     let mut checked = 0;
     for file in ftab_e2e::find_files(&repo_root().join("deploy"), "") {
         let text = std::fs::read_to_string(&file).unwrap_or_default();

@@ -17,6 +17,7 @@ mod cluster;
 mod control_plane;
 mod data;
 mod ingest;
+mod online_load;
 mod serve;
 mod training_set;
 
@@ -44,8 +45,12 @@ enum Bench {
     TrainingSet(training_set::TrainingSetArgs),
     /// Latency of control-plane calls from one client.
     ControlPlane(control_plane::ControlPlaneArgs),
-    /// Latency and throughput of the feature server's HTTP API (embedded store).
+    /// Latency and throughput of the feature server's HTTP API (embedded store, or
+    /// Aerospike with --aerospike).
     Serve(serve::ServeArgs),
+    /// The online load into Aerospike (rows/s), beside the same records written by the
+    /// Aerospike client alone in parallel batches.
+    OnlineLoad(online_load::OnlineLoadArgs),
     /// The training-set benchmark (its ingests included) standalone and in cluster mode
     /// (ftab-executor processes, an S3 server) on the same data, side by side.
     Cluster(cluster::ClusterArgs),
@@ -96,6 +101,16 @@ impl Running {
         parallelism: Option<usize>,
         join: Option<ftab_engine::plan::JoinChoice>,
     ) -> anyhow::Result<Self> {
+        Self::start_configured(deployment, parallelism, join, |_| {}).await
+    }
+
+    /// As [`Running::start_as`], with the configuration changed by `configure` last.
+    pub async fn start_configured(
+        deployment: &Deployment,
+        parallelism: Option<usize>,
+        join: Option<ftab_engine::plan::JoinChoice>,
+        configure: impl FnOnce(&mut SchedulerConfig),
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let defaults = SchedulerConfig::default();
         let mut config = SchedulerConfig {
@@ -115,6 +130,7 @@ impl Running {
             }
         };
         config.storage = bucket.as_ref().map(|b| format!("s3://{b}/ftab"));
+        configure(&mut config);
         let scheduler = Scheduler::open(config).await?;
         let mut executors = Vec::new();
         if let Deployment::Cluster {
@@ -155,7 +171,16 @@ impl Running {
 
     /// Create a live workspace `bench` with `repository` applied.
     pub async fn workspace(&mut self, repository: &str) -> anyhow::Result<WorkspaceName> {
-        let workspace = WorkspaceName::new("bench")?;
+        self.workspace_named("bench", repository).await
+    }
+
+    /// Create a live workspace `name` with `repository` applied.
+    pub async fn workspace_named(
+        &mut self,
+        name: &str,
+        repository: &str,
+    ) -> anyhow::Result<WorkspaceName> {
+        let workspace = WorkspaceName::new(name)?;
         self.client
             .create_workspace(workspace.clone(), WorkspaceKind::Live)
             .await?;
@@ -278,6 +303,7 @@ async fn run(args: Args, s3: Option<cluster::S3>) -> anyhow::Result<()> {
         Bench::TrainingSet(args) => training_set::run(args).await,
         Bench::ControlPlane(args) => control_plane::run(args).await,
         Bench::Serve(args) => serve::run(args).await,
+        Bench::OnlineLoad(args) => online_load::run(args).await,
         Bench::Cluster(args) => {
             let s3 = s3.ok_or_else(|| anyhow::anyhow!("the S3 server did not start"))?;
             cluster::run(args, &s3).await

@@ -1,5 +1,5 @@
 //! `ftab-bench serve`: latency and throughput of the feature server's HTTP API
-//! (docs/serving.md) on the embedded online store.
+//! (docs/serving.md) on the embedded online store, or on Aerospike (`--aerospike`).
 //!
 //! One table of `--keys` entities with 50 int64 features (feature j of key k is
 //! `k * 100 + j`), loaded by an ingest; then `get-features` (one entity) and
@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// Concurrent clients of the loaded scenarios.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// Serve from the Aerospike server at HOST:PORT instead of the embedded store.
+    #[arg(long, value_name = "HOST:PORT")]
+    aerospike: Option<String>,
+    /// The Aerospike namespace (with --aerospike).
+    #[arg(long, default_value = "test")]
+    aerospike_namespace: String,
 }
 
 fn repository() -> String {
@@ -192,9 +198,37 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut running = Running::start(None, None).await?;
+    let aerospike =
+        args.aerospike
+            .clone()
+            .map(|hosts| ftab_engine::online::aerospike::AerospikeSettings {
+                hosts,
+                namespace: args.aerospike_namespace.clone(),
+                ..Default::default()
+            });
+    let store = match &aerospike {
+        Some(settings) => format!(
+            "Aerospike at {} (namespace {})",
+            settings.hosts, settings.namespace
+        ),
+        None => "embedded store".into(),
+    };
+    let mut running = Running::start_configured(
+        &crate::Deployment::Standalone { bucket: None },
+        None,
+        None,
+        |config| {
+            if let Some(settings) = aerospike {
+                config.online_store = ftab_scheduler::config::OnlineStoreChoice::Aerospike;
+                config.aerospike = Some(settings);
+            }
+        },
+    )
+    .await?;
     let url = running.http_url.clone();
-    let workspace = running.workspace(&repository()).await?;
+    // Aerospike keeps records between runs: each run has its own workspace (and sets).
+    let name = format!("bench_{}", chrono::Utc::now().timestamp_micros());
+    let workspace = running.workspace_named(&name, &repository()).await?;
     eprintln!(
         "ingesting {} entities with {FEATURES} features ...",
         args.keys
@@ -221,7 +255,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     scenario(&url, 1, 4, 200, keys).await?;
 
     println!(
-        "ftab serve benchmark: {} entities x {FEATURES} int64 features, embedded store; clients on the same 2 cores",
+        "ftab serve benchmark: {} entities x {FEATURES} int64 features, {store}; clients on the same 2 cores",
         args.keys
     );
     println!(
