@@ -31,5 +31,10 @@ fi
 
 export PATH="$venv/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ftab-target}"
+if [ -z "${FTAB_TEST_AEROSPIKE:-}" ]; then
+  echo "==> FTAB_TEST_AEROSPIKE is not set: the tests that need an Aerospike server skip (docs/online-store.md#running-the-aerospike-tests)"
+else
+  echo "==> Aerospike tests against $FTAB_TEST_AEROSPIKE"
+fi
 echo "==> cargo test --workspace $* (target directory $CARGO_TARGET_DIR)"
 exec cargo test --workspace "$@"

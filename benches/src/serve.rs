@@ -102,6 +102,7 @@ struct Measured {
 
 async fn client_loop(
     url: String,
+    workspace: String,
     entities: usize,
     requests: usize,
     keys: u64,
@@ -119,13 +120,13 @@ async fn client_loop(
         let (path, body) = if entities == 1 {
             (
                 "get-features",
-                json!({"params": {"workspace_name": "bench", "features": ["serve_bench"],
+                json!({"params": {"workspace_name": workspace, "features": ["serve_bench"],
                                   "join_key_map": {"user_id": format!("user_{}", batch[0])}}}),
             )
         } else {
             (
                 "get-features-batch",
-                json!({"params": {"workspace_name": "bench", "features": ["serve_bench"],
+                json!({"params": {"workspace_name": workspace, "features": ["serve_bench"],
                                   "request_data": batch.iter().map(|k| json!({"join_key_map": {"user_id": format!("user_{k}")}})).collect::<Vec<_>>()}}),
             )
         };
@@ -165,6 +166,7 @@ async fn client_loop(
 
 async fn scenario(
     url: &str,
+    workspace: &str,
     entities: usize,
     clients: usize,
     requests: usize,
@@ -175,6 +177,7 @@ async fn scenario(
         .map(|c| {
             tokio::spawn(client_loop(
                 url.to_string(),
+                workspace.to_string(),
                 entities,
                 requests,
                 keys,
@@ -252,7 +255,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm up: connections, the store's pages.
-    scenario(&url, 1, 4, 200, keys).await?;
+    scenario(&url, workspace.as_str(), 1, 4, 200, keys).await?;
 
     println!(
         "ftab serve benchmark: {} entities x {FEATURES} int64 features, {store}; clients on the same 2 cores",
@@ -270,7 +273,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             } else {
                 (args.requests / 4).max(50)
             };
-            let mut m = scenario(&url, entities, clients, per_client, keys).await?;
+            let mut m = scenario(
+                &url,
+                workspace.as_str(),
+                entities,
+                clients,
+                per_client,
+                keys,
+            )
+            .await?;
             m.latencies.sort();
             checked += m.latencies.len() * entities;
             println!(

@@ -183,21 +183,24 @@ async fn get_features(State(serving): State<Serving>, body: Bytes) -> Result<Res
         features: feature_refs(params.features)?,
         entities: vec![params.join_key_map],
     };
-    let answer = serving.get(request).await?;
+    let mut answer = serving.get(request).await?;
     let options = &params.metadata_options;
-    let vector = &answer.vectors[0];
+    let vector = answer.vectors.swap_remove(0);
     let mut metadata = feature_metadata(&answer, options);
     for (i, m) in metadata.iter_mut().enumerate() {
         if let Value::Object(m) = m {
             if options.include_effective_times {
-                m.insert("effective_time".into(), json!(vector.effective_times[i]));
+                m.insert(
+                    "effective_time".into(),
+                    effective_time(vector.effective_times[i]),
+                );
             }
             if options.include_serving_status {
                 m.insert("status".into(), json!(vector.statuses[i]));
             }
         }
     }
-    let mut body = json!({"result": {"features": vector.values}});
+    let mut body = json!({"result": {"features": Value::Array(vector.values)}});
     if metadata
         .iter()
         .any(|m| m.as_object().is_some_and(|o| !o.is_empty()))
@@ -222,18 +225,24 @@ async fn get_features_batch(
             .map(|e| e.join_key_map)
             .collect(),
     };
-    let answer = serving.get(request).await?;
+    let mut answer = serving.get(request).await?;
     let options = &params.metadata_options;
-    let result: Vec<Value> = answer
-        .vectors
-        .iter()
+    let features = std::mem::take(&mut answer.vectors);
+    let result: Vec<Value> = features
+        .into_iter()
         .map(|vector| {
-            let mut row = json!({"features": vector.values});
+            let mut row = json!({"features": Value::Array(vector.values)});
             if options.include_serving_status {
                 row["statuses"] = json!(vector.statuses);
             }
             if options.include_effective_times {
-                row["effective_times"] = json!(vector.effective_times);
+                row["effective_times"] = Value::Array(
+                    vector
+                        .effective_times
+                        .iter()
+                        .map(|t| effective_time(*t))
+                        .collect(),
+                );
             }
             row
         })
@@ -269,6 +278,13 @@ async fn not_found() -> HttpError {
 async fn ready(State(serving): State<Serving>) -> Result<&'static str, HttpError> {
     serving.ready()?;
     Ok("ok")
+}
+
+/// An effective time as JSON: RFC 3339, or null where there is no record.
+fn effective_time(micros: Option<i64>) -> Value {
+    micros
+        .map(|m| Value::String(ftab_engine::online::format_micros(m)))
+        .unwrap_or(Value::Null)
 }
 
 /// The API's routes.

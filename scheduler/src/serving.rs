@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable, format_micros};
+use ftab_engine::online::{KeyValue, OnlineError, OnlineStore, OnlineTable};
 use ftab_model::definitions::{FeatureRef, FeatureTable};
 use ftab_model::names::{TableName, WorkspaceName};
 use ftab_model::protocol::WorkspaceKind;
@@ -59,8 +59,8 @@ pub enum Status {
 pub struct Vector {
     pub values: Vec<serde_json::Value>,
     pub statuses: Vec<Status>,
-    /// The event time of each value's record (RFC 3339), when there is one.
-    pub effective_times: Vec<Option<String>>,
+    /// The event time of each value's record (UTC µs), when there is one.
+    pub effective_times: Vec<Option<i64>>,
 }
 
 /// The answer: the features in order, and a vector per entity in request order.
@@ -78,7 +78,8 @@ const RESOLVED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// selected features, and the join keys they need.
 struct Resolved {
     features: Vec<FeatureInfo>,
-    tables: Vec<(OnlineTable, Vec<String>)>,
+    /// Each table, its chosen features, and their positions in the table's features.
+    tables: Vec<(OnlineTable, Vec<String>, Vec<usize>)>,
     needed: Vec<(String, ftab_model::definitions::ValueType)>,
 }
 
@@ -273,10 +274,22 @@ impl Serving {
                     data_type,
                 });
             }
-            tables.push((online, chosen.clone()));
+            let positions = chosen
+                .iter()
+                .map(|name| {
+                    online
+                        .features
+                        .iter()
+                        .position(|(n, _)| n == name)
+                        .ok_or_else(|| {
+                            Error::Internal(format!("feature `{name}` is not in its table"))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            tables.push((online, chosen.clone(), positions));
         }
         let mut needed: Vec<(String, ftab_model::definitions::ValueType)> = Vec::new();
-        for (online, _) in &tables {
+        for (online, _, _) in &tables {
             for key in &online.keys {
                 if !needed.iter().any(|(n, _)| n == &key.0) {
                     needed.push(key.clone());
@@ -363,7 +376,7 @@ impl Serving {
                 effective_times: Vec::new(),
             })
             .collect();
-        for (online, chosen) in tables {
+        for (online, _, positions) in tables {
             let keys: Vec<Vec<KeyValue>> = parsed
                 .iter()
                 .map(|entity| {
@@ -393,36 +406,27 @@ impl Serving {
             }
             let live_after = online.live_after(now);
             for (vector, record) in vectors.iter_mut().zip(records) {
-                for name in chosen {
-                    match &record {
-                        None => {
-                            vector.values.push(serde_json::Value::Null);
-                            vector.statuses.push(Status::Missing);
-                            vector.effective_times.push(None);
-                        }
-                        Some(record) => {
-                            let expired = live_after.is_some_and(|after| record.timestamp < after);
-                            let value = record
-                                .features
-                                .iter()
-                                .find(|(n, _)| n == name)
-                                .map(|(_, v)| v.clone())
-                                .unwrap_or(serde_json::Value::Null);
-                            vector.values.push(if expired {
-                                serde_json::Value::Null
-                            } else {
-                                value
-                            });
-                            vector.statuses.push(if expired {
-                                Status::Expired
-                            } else {
-                                Status::Present
-                            });
-                            vector
-                                .effective_times
-                                .push(Some(format_micros(record.timestamp)));
-                        }
+                let Some(mut record) = record else {
+                    for _ in positions {
+                        vector.values.push(serde_json::Value::Null);
+                        vector.statuses.push(Status::Missing);
+                        vector.effective_times.push(None);
                     }
+                    continue;
+                };
+                let expired = live_after.is_some_and(|after| record.timestamp < after);
+                for &position in positions {
+                    let value = match record.features.get_mut(position) {
+                        Some((_, value)) if !expired => std::mem::take(value),
+                        _ => serde_json::Value::Null,
+                    };
+                    vector.values.push(value);
+                    vector.statuses.push(if expired {
+                        Status::Expired
+                    } else {
+                        Status::Present
+                    });
+                    vector.effective_times.push(Some(record.timestamp));
                 }
             }
         }

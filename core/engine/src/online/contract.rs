@@ -160,14 +160,8 @@ pub async fn batches_agree_with_a_reference(store: &dyn OnlineStore, t: OnlineTa
     let now = 100 * DAY;
     let users: Vec<String> = (0..1_500).map(|i| format!("user-{i}")).collect();
     let mut reference: BTreeMap<String, (i64, u64, i64)> = BTreeMap::new();
-    // A small xorshift: deterministic, shares nothing with the stores.
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = ftab_testkit::Rng::new(7);
+    let mut next = move |n: u64| rng.below(n);
     for seq in [3u64, 1, 4, 2, 5] {
         let mut data = Vec::new();
         for user in &users {

@@ -152,30 +152,16 @@ impl OnlineStore for EmbeddedStore {
             let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
             let db = self.database()?;
             let namespace = table.namespace();
-            let stored = tokio::task::spawn_blocking(
-                move || -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
-                    let definition = TableDefinition::<&[u8], &[u8]>::new(&namespace);
-                    let txn = db.begin_read().map_err(store_error)?;
-                    let records = match txn.open_table(definition) {
-                        Ok(records) => records,
-                        Err(TableError::TableDoesNotExist(_)) => {
-                            return Ok(vec![None; encoded.len()]);
-                        }
-                        Err(e) => return Err(store_error(e)),
-                    };
-                    encoded
-                        .iter()
-                        .map(|key| {
-                            Ok(records
-                                .get(key.as_slice())
-                                .map_err(store_error)?
-                                .map(|v| v.value().to_vec()))
-                        })
-                        .collect()
-                },
-            )
-            .await
-            .map_err(|e| OnlineError::Store(format!("read task failed: {e}")))??;
+            // A few point reads take microseconds: they run on the calling task, where a
+            // trip to the blocking pool would cost more than the reads (the serving API's
+            // single-entity requests). Larger batches go to the blocking pool.
+            let stored = if encoded.len() <= INLINE_READS {
+                read_stored(&db, &namespace, &encoded)?
+            } else {
+                tokio::task::spawn_blocking(move || read_stored(&db, &namespace, &encoded))
+                    .await
+                    .map_err(|e| OnlineError::Store(format!("read task failed: {e}")))??
+            };
             let live_after = table.live_after(now_micros);
             stored
                 .into_iter()
@@ -191,6 +177,32 @@ impl OnlineStore for EmbeddedStore {
         }
         .boxed()
     }
+}
+
+/// Reads of at most this many keys run on the calling task.
+const INLINE_READS: usize = 16;
+
+/// The stored records of `keys` in the redb table `namespace`.
+fn read_stored(
+    db: &Database,
+    namespace: &str,
+    keys: &[Vec<u8>],
+) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+    let definition = TableDefinition::<&[u8], &[u8]>::new(namespace);
+    let txn = db.begin_read().map_err(store_error)?;
+    let records = match txn.open_table(definition) {
+        Ok(records) => records,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+        Err(e) => return Err(store_error(e)),
+    };
+    keys.iter()
+        .map(|key| {
+            Ok(records
+                .get(key.as_slice())
+                .map_err(store_error)?
+                .map(|v| v.value().to_vec()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
