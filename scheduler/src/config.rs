@@ -433,6 +433,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn aerospike_settings_from_the_file_and_flags_and_their_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ftab.toml");
+        std::fs::write(
+            &file,
+            "online_store = \"aerospike\"\n[aerospike]\nhosts = \"a1:3000,a2:3000\"\nnamespace = \"features\"\nwrite_batch = 100\n",
+        )
+        .unwrap();
+        let config = SchedulerConfig::resolve(Args {
+            config: Some(file.clone()),
+            aerospike: AerospikeArgs {
+                namespace: Some("flagged".into()),
+                ..Default::default()
+            },
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.online_store, OnlineStoreChoice::Aerospike);
+        let aerospike = config.aerospike.unwrap();
+        assert_eq!(aerospike.hosts, "a1:3000,a2:3000", "from the file");
+        assert_eq!(aerospike.namespace, "flagged", "the flag wins");
+        assert_eq!(aerospike.write_batch, 100);
+        assert_eq!(aerospike.timeout_ms, 1_000, "the default");
+
+        // Aerospike settings with another online store: said, not ignored.
+        let err = SchedulerConfig::resolve(Args {
+            aerospike: AerospikeArgs {
+                hosts: Some("a1:3000".into()),
+                ..Default::default()
+            },
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("--online-store aerospike"), "{err}");
+        // A password in the file is refused (it comes from the environment only).
+        std::fs::write(&file, "[aerospike]\npassword = \"hunter2\"\n").unwrap();
+        let err = SchedulerConfig::resolve(Args {
+            config: Some(file.clone()),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("unknown field `password`"), "{err}");
+        // A bad host is named.
+        let err = SchedulerConfig::resolve(Args {
+            online_store: Some("aerospike".into()),
+            aerospike: AerospikeArgs {
+                hosts: Some("a1".into()),
+                ..Default::default()
+            },
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("`a1` is not host:port"), "{err}");
+    }
+
+    #[test]
     fn defaults_then_file_then_flags() {
         let config = SchedulerConfig::resolve(Args::default()).unwrap();
         assert_eq!(config, SchedulerConfig::default());
@@ -575,10 +631,14 @@ mod tests {
         // ... nor reach the embedded online store.
         let err = cluster("0.0.0.0:50050", Some("s3://bucket/ftab"), None).unwrap_err();
         assert!(
-            err.contains("embedded online store") && err.contains("--online-store none"),
+            err.contains("embedded online store")
+                && err.contains("--online-store aerospike")
+                && err.contains("--online-store none"),
             "{err}"
         );
         cluster("0.0.0.0:50050", Some("s3://bucket/ftab"), Some("none")).unwrap();
+        let config = cluster("0.0.0.0:50050", Some("s3://bucket/ftab"), Some("aerospike")).unwrap();
+        assert_eq!(config.aerospike.unwrap().namespace, "ftab");
         // An in-memory store exists in one process only.
         let err = cluster("127.0.0.1:0", Some("memory:///"), None).unwrap_err();
         assert!(err.contains("in-memory store"), "{err}");
@@ -594,7 +654,9 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            err.contains("online_store: unknown online store `redis`; use embedded or none"),
+            err.contains(
+                "online_store: unknown online store `redis`; use embedded, aerospike or none"
+            ),
             "{err}"
         );
         let err = SchedulerConfig::resolve(Args {

@@ -443,11 +443,13 @@ impl AerospikeStore {
             let call = client.batch(&policy, &mut ops).await;
             let mut failed = Vec::new();
             let mut first_failure = None;
+            let mut permanent = false;
             for op in ops {
                 match op.result_code() {
                     Some(ResultCode::Ok) => counts.written += 1,
                     Some(ResultCode::FilteredOut) => counts.skipped_older += 1,
                     code => {
+                        permanent |= code.is_some_and(is_permanent);
                         if first_failure.is_none() {
                             first_failure = Some(match (code, op.error()) {
                                 (_, Some(error)) => error.to_string(),
@@ -465,7 +467,7 @@ impl AerospikeStore {
             if failed.is_empty() {
                 return Ok(counts);
             }
-            if attempt >= self.settings.write_attempts {
+            if permanent || attempt >= self.settings.write_attempts {
                 return Err(OnlineError::Store(format!(
                     "{} records could not be written to Aerospike at {} after {attempt} attempts; \
                      the first failure: {}",
@@ -607,6 +609,26 @@ impl OnlineStore for AerospikeStore {
     fn is_networked(&self) -> bool {
         true
     }
+}
+
+/// Result codes that sending the record again cannot change (its size, its bins, the
+/// namespace, permissions): the write fails at once rather than after every attempt.
+fn is_permanent(code: ResultCode) -> bool {
+    matches!(
+        code,
+        ResultCode::ParameterError
+            | ResultCode::AlwaysForbidden
+            | ResultCode::BinTypeError
+            | ResultCode::RecordTooBig
+            | ResultCode::UnsupportedFeature
+            | ResultCode::InvalidNamespace
+            | ResultCode::BinNameTooLong
+            | ResultCode::FailForbidden
+            | ResultCode::EnterpriseOnly
+            | ResultCode::OpNotApplicable
+            | ResultCode::InvalidEncoding
+            | ResultCode::KeyMismatch
+    )
 }
 
 /// Value `row` of `array` (of `value_type`'s Arrow type) as an Aerospike value.
@@ -975,6 +997,56 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(3_500)).await;
         // Read as of the write's time: only the server's expiry can hide the record.
         assert_eq!(contract::count_of(&store, &t, "u", now).await, None);
+    }
+
+    /// A record the server refuses (too big) fails the write at once, naming the code and
+    /// the count; the other records of the batch are written.
+    #[tokio::test]
+    async fn aerospike_a_refused_record_fails_the_write_with_its_result_code() {
+        use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+        let Some(store) = server("aerospike_a_refused_record_fails_the_write_with_its_result_code")
+        else {
+            return;
+        };
+        let t = OnlineTable {
+            features: vec![("blob".into(), ValueType::String)],
+            bins: vec!["blob".into()],
+            ..contract::table(&fresh_workspace(), 1, None)
+        };
+        let huge = "x".repeat(2 << 20);
+        let rows = RecordBatch::try_from_iter([
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["small", "huge"])) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![1, 1]).with_timezone("UTC")),
+            ),
+            (
+                "blob",
+                Arc::new(StringArray::from(vec!["ok", huge.as_str()])),
+            ),
+        ])
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .write_latest(&t, &rows, 1, 2)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 records could not be written to Aerospike"),
+            "{err}"
+        );
+        assert!(err.contains("after 1 attempts"), "not retried: {err}");
+        assert!(err.to_lowercase().contains("too big"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let read = store
+            .read(&t, &[contract::key("small"), contract::key("huge")], 2)
+            .await
+            .unwrap();
+        assert!(read[0].is_some() && read[1].is_none());
     }
 
     /// No server at the address: a write and a read fail with a message naming it, and
