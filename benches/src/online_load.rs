@@ -3,7 +3,7 @@
 //!
 //! - **ftab**: `AerospikeStore::write_latest`, the call each online-load task of an
 //!   executor makes, on `--rows` latest rows (string key, timestamp, `--features` int64
-//!   features; feature j of key k is `k * 100 + j`), split among `tasks` concurrent
+//!   features; feature j of key k is `k * 100 + j`, as `ftab-bench serve`'s), split among `tasks` concurrent
 //!   calls as an executor's task slots would, each with `in_flight` batches at a time.
 //!   Every record carries the newer-only filter expression and a TTL.
 //! - **client alone**: the same records as plain batch puts (no filter, no TTL), in the
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use aerospike::{BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Key, Value};
 use anyhow::{Context, bail};
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::RecordBatch;
 use clap::Args;
 use ftab_engine::online::aerospike::{AerospikeSettings, AerospikeStore, assign_bins};
 use ftab_engine::online::{KeyValue, OnlineStore, OnlineTable};
@@ -45,37 +45,8 @@ pub struct OnlineLoadArgs {
     batch: usize,
 }
 
-fn rows(first: u64, last: u64, features: usize, at: i64) -> RecordBatch {
-    let mut columns: Vec<(String, ArrayRef)> = vec![
-        (
-            "user_id".into(),
-            Arc::new(StringArray::from_iter_values(
-                (first..last).map(|k| format!("user_{k}")),
-            )),
-        ),
-        (
-            "timestamp".into(),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values((first..last).map(|_| at))
-                    .with_timezone("UTC"),
-            ),
-        ),
-    ];
-    for j in 0..features {
-        columns.push((
-            format!("feature_number_{j}"),
-            Arc::new(Int64Array::from_iter_values(
-                (first..last).map(|k| (k * 100 + j as u64) as i64),
-            )),
-        ));
-    }
-    RecordBatch::try_from_iter(columns).expect("columns line up")
-}
-
 fn table(workspace: &str, features: usize) -> anyhow::Result<OnlineTable> {
-    let names: Vec<String> = (0..features)
-        .map(|j| format!("feature_number_{j}"))
-        .collect();
+    let names: Vec<String> = (0..features).map(|j| format!("f{j}")).collect();
     let bins = assign_bins(&names, &[])
         .into_iter()
         .map(|(_, b)| b)
@@ -118,7 +89,7 @@ async fn ftab_scenario(
     let parts: Vec<RecordBatch> = (0..tasks as u64)
         .map(|t| {
             let first = t * per_task;
-            rows(
+            crate::serve::batch(
                 first,
                 ((t + 1) * per_task).min(args.rows),
                 args.features,

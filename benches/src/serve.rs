@@ -54,7 +54,9 @@ fn repository() -> String {
     )
 }
 
-fn batch(first: u64, last: u64, at: i64) -> RecordBatch {
+/// Keys `user_first` .. `user_{last - 1}` at time `at`, with int64 features `f0`..: feature
+/// j of key k is `k * 100 + j` (also `ftab-bench online-load`'s rows).
+pub fn batch(first: u64, last: u64, features: usize, at: i64) -> RecordBatch {
     let mut columns: Vec<(String, ArrayRef)> = vec![
         (
             "user_id".into(),
@@ -70,7 +72,7 @@ fn batch(first: u64, last: u64, at: i64) -> RecordBatch {
             ),
         ),
     ];
-    for j in 0..FEATURES {
+    for j in 0..features {
         columns.push((
             format!("f{j}"),
             Arc::new(Int64Array::from_iter_values(
@@ -240,7 +242,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let keys = args.keys;
     let batches = (0..keys)
         .step_by(16_384)
-        .map(move |first| Ok(batch(first, (first + 16_384).min(keys), at)));
+        .map(move |first| Ok(batch(first, (first + 16_384).min(keys), FEATURES, at)));
     let result = running
         .ingest(&workspace, "serve_bench", None, batches)
         .await?;

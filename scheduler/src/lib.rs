@@ -20,6 +20,7 @@ pub mod ipc_file;
 pub mod jobs;
 pub mod leftovers;
 pub mod online;
+pub mod process;
 pub mod selection;
 pub mod serving;
 pub mod serving_process;

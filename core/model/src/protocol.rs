@@ -895,6 +895,7 @@ mod tests {
                 uri: Some("s3://bucket/in/".into()),
                 format: Some(FileFormat::Csv),
             }),
+            Action::ServingDefinitions(ServingDefinitionsRequest {}),
         ];
         for action in actions {
             let (name, body) = action.encode();
@@ -902,7 +903,7 @@ mod tests {
         }
         assert_eq!(
             ACTION_TYPES.len(),
-            11,
+            12,
             "every Action variant is listed in ACTION_TYPES"
         );
         let (_, body) = Action::Ingest(IngestCommand {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ftab_engine::online::aerospike::{AerospikeArgs, AerospikeStore};
+use ftab_scheduler::process::shutdown_signal;
 use ftab_scheduler::serving_process::{ServingSettings, serve};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: glibc's allocator took a third of the serving CPU (docs/build.md).
 #[global_allocator]
@@ -53,18 +53,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
-        eprintln!(
-            "warning: invalid log filter {:?} ({e}); using info",
-            args.log
-        );
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ftab_scheduler::process::init_logging(&args.log);
     match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
@@ -113,20 +102,4 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
