@@ -10,7 +10,7 @@
 use std::process::Command;
 
 use ftab_e2e::{
-    ExecutorProcess, SchedulerProcess, ServingProcess, hours_ago, poll_json, repo_root, write,
+    ExecutorProcess, SchedulerProcess, ServingProcess, hours_ago, http, poll_json, repo_root, write,
 };
 
 /// The Aerospike settings for ftab's processes, or `None` after saying the test skipped.
@@ -158,6 +158,69 @@ fn http_suite_on_aerospike_from_a_cluster_and_stateless_serving_processes() {
             logs()
         ),
     }
+    // The scheduler goes away: the serving processes keep answering from the definitions
+    // they copied.
+    let workspace = format!("w{}", uuid_like());
+    let repo = repo_root().join("examples/feature_repo");
+    scheduler
+        .ftab(&["workspace", "create", &workspace, "--live"])
+        .ok();
+    scheduler
+        .ftab(&["apply", repo.to_str().unwrap(), "-w", &workspace, "--yes"])
+        .ok();
+    let csv = write(
+        dir.path(),
+        "logins.csv",
+        &format!(
+            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},7,30\n",
+            hours_ago(1)
+        ),
+    );
+    scheduler
+        .ftab(&[
+            "ingest",
+            "-w",
+            &workspace,
+            "-t",
+            "user_login_counts",
+            &csv,
+            "--wait",
+        ])
+        .ok();
+    let request = format!(
+        r#"{{"workspace": "{workspace}", "features": ["user_login_counts"], "join_key_map": {{"user_id": "u1"}}}}"#
+    );
+    let expected = (200, r#"{"result":{"features":[7,30]}}"#.to_string());
+    let url = format!("{}/v1/get-features", serving[1].http_url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while http("POST", &url, Some(&request)) != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}\n{}",
+            http("POST", &url, Some(&request)),
+            logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let scheduler_log = scheduler.log();
+    drop(scheduler);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        http("POST", &url, Some(&request)),
+        expected,
+        "{scheduler_log}"
+    );
+    assert_eq!(
+        http("GET", &format!("{}/readyz", serving[1].http_url), None).0,
+        200
+    );
+    assert!(
+        serving[1]
+            .log()
+            .contains("serving the definitions copied before"),
+        "{}",
+        serving[1].log()
+    );
 }
 
 /// Aerospike is unreachable when an ingest's job runs: the job fails on the online step
@@ -265,4 +328,39 @@ fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// A serving process whose scheduler does not answer is alive but not ready, and says why
+/// to a request (no Aerospike needed).
+#[test]
+fn a_serving_process_without_definitions_is_alive_but_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let serving = ServingProcess::start(
+        "http://127.0.0.1:1",
+        &dir.path().join("serving.log"),
+        &[
+            ("FTAB_AEROSPIKE_HOSTS", "127.0.0.1:1"),
+            ("FTAB_AEROSPIKE_CONNECT_TIMEOUT_MS", "200"),
+        ],
+    );
+    let get = |path: &str| http("GET", &format!("{}{path}", serving.http_url), None);
+    assert_eq!(get("/healthz"), (200, "ok".into()));
+    let (status, body) = get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("no definitions from its scheduler yet"),
+        "{body}"
+    );
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/get-features", serving.http_url),
+        Some(r#"{"workspace": "prod", "features": ["t"], "join_key_map": {"k": "v"}}"#),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"code\":503"), "{body}");
+    assert!(
+        serving.log().contains("scheduler http://127.0.0.1:1"),
+        "{}",
+        serving.log()
+    );
 }
