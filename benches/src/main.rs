@@ -30,10 +30,6 @@ use ftab_model::protocol::{ApplyRequest, WorkspaceKind};
 use ftab_model::repository::RepositoryFile;
 use ftab_scheduler::{Scheduler, SchedulerConfig};
 
-/// mimalloc: glibc's allocator took a third of the serving CPU (docs/build.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "ftab-bench", about = "ftab end-to-end benchmarks")]
 struct Args {

@@ -120,7 +120,7 @@ async fn ftab_scenario(
         let records = store.read(&table, &keys, now).await?;
         for (k, record) in (first..last).zip(records) {
             let record = record.with_context(|| format!("user_{k} was not stored"))?;
-            for (j, (_, value)) in record.features.iter().enumerate() {
+            for (j, value) in record.features.iter().enumerate() {
                 if value.as_i64() != Some((k * 100 + j as u64) as i64) || record.timestamp != at {
                     bail!(
                         "user_{k} feature {j} is {value}, not {}",

@@ -14,10 +14,6 @@ use ballista_core::extension::SessionConfigExt;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: glibc's allocator took a third of the serving CPU (docs/build.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// ftab-executor: runs the tasks of ftab jobs for an ftab scheduler in cluster mode.
 #[derive(Debug, Parser)]
 #[command(name = "ftab-executor", version, about)]

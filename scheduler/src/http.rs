@@ -186,6 +186,15 @@ async fn get_features(State(serving): State<Serving>, body: Bytes) -> Result<Res
     let mut answer = serving.get(request).await?;
     let options = &params.metadata_options;
     let vector = answer.vectors.swap_remove(0);
+    let described = options.include_names
+        || options.include_data_types
+        || options.include_effective_times
+        || options.include_serving_status;
+    if !described {
+        return Ok(json_response(
+            json!({"result": {"features": Value::Array(vector.values)}}),
+        ));
+    }
     let mut metadata = feature_metadata(&answer, options);
     for (i, m) in metadata.iter_mut().enumerate() {
         if let Value::Object(m) = m {

@@ -6,10 +6,6 @@ use ftab_scheduler::Scheduler;
 use ftab_scheduler::config::{Args, SchedulerConfig};
 use ftab_scheduler::process::shutdown_signal;
 
-/// mimalloc: glibc's allocator took a third of the serving CPU (docs/build.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();

@@ -134,7 +134,12 @@ impl OnlineReads {
             found: record.is_some(),
             timestamp: record.as_ref().map(|r| format_micros(r.timestamp)),
             seq: record.as_ref().map(|r| r.seq),
-            features: record.map(|r| r.features).unwrap_or_default(),
+            features: record
+                .map(|r| {
+                    let names = online_table.features.iter().map(|(n, _)| n.clone());
+                    names.zip(r.features).collect()
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -221,10 +221,17 @@ impl Serving {
 
     /// The request's features resolved, from the cache when fresh.
     async fn resolve(&self, request: &FeatureRequest) -> Result<Arc<Resolved>> {
-        let key = format!(
-            "{}\0{:?}\0{:?}",
-            request.workspace, request.feature_service, request.features
-        );
+        // workspace, then the service or each feature, apart by bytes no name holds.
+        let mut key = String::with_capacity(64);
+        key.push_str(request.workspace.as_str());
+        if let Some(service) = &request.feature_service {
+            key.push('\u{1}');
+            key.push_str(service);
+        }
+        for feature in request.features.iter().flatten() {
+            use std::fmt::Write;
+            let _ = write!(key, "\u{2}{feature}");
+        }
         if let Some((at, resolved)) = self
             .resolved
             .read()
@@ -417,7 +424,7 @@ impl Serving {
                 let expired = live_after.is_some_and(|after| record.timestamp < after);
                 for &position in positions {
                     let value = match record.features.get_mut(position) {
-                        Some((_, value)) if !expired => std::mem::take(value),
+                        Some(value) if !expired => std::mem::take(value),
                         _ => serde_json::Value::Null,
                     };
                     vector.values.push(value);

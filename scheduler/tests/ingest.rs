@@ -113,7 +113,7 @@ async fn online(running: &common::Running, user: &str) -> Option<(i64, u64, i64)
         .into_iter()
         .next()
         .unwrap()
-        .map(|r| (r.timestamp, r.seq, r.features[0].1.as_i64().unwrap()))
+        .map(|r| (r.timestamp, r.seq, r.features[0].as_i64().unwrap()))
 }
 
 #[tokio::test]

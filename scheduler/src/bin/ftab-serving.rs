@@ -9,10 +9,6 @@ use ftab_engine::online::aerospike::{AerospikeArgs, AerospikeStore};
 use ftab_scheduler::process::shutdown_signal;
 use ftab_scheduler::serving_process::{ServingSettings, serve};
 
-/// mimalloc: glibc's allocator took a third of the serving CPU (docs/build.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// ftab-serving: serves feature vectors over HTTP from Aerospike, with the definitions
 /// copied from an ftab scheduler.
 #[derive(Debug, Parser)]

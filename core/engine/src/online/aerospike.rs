@@ -687,7 +687,7 @@ fn decode(
                     ))
                 })?,
             };
-            Ok((name.clone(), value))
+            Ok(value)
         })
         .collect::<Result<_, OnlineError>>()?;
     Ok(Some(OnlineRecord {
@@ -933,15 +933,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let values = |i: usize| {
-            read[i]
-                .as_ref()
-                .unwrap()
-                .features
-                .iter()
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        };
+        let values = |i: usize| read[i].as_ref().unwrap().features.clone();
         use serde_json::json;
         assert_eq!(
             values(0),

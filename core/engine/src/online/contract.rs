@@ -67,7 +67,7 @@ pub async fn count_of(
     read.into_iter()
         .next()
         .unwrap()
-        .map(|r| (r.timestamp, r.seq, r.features[0].1.clone()))
+        .map(|r| (r.timestamp, r.seq, r.features[0].clone()))
 }
 
 fn written(n: u64) -> WriteCounts {
@@ -191,7 +191,7 @@ pub async fn batches_agree_with_a_reference(store: &dyn OnlineStore, t: OnlineTa
     let keys: Vec<Vec<KeyValue>> = users.iter().map(|u| key(u)).collect();
     let read = store.read(&t, &keys, now).await.unwrap();
     for (user, record) in users.iter().zip(read) {
-        let got = record.map(|r| (r.timestamp, r.seq, r.features[0].1.clone()));
+        let got = record.map(|r| (r.timestamp, r.seq, r.features[0].clone()));
         let want = reference
             .get(user)
             .map(|(ts, seq, count)| (*ts, *seq, serde_json::json!(count)));

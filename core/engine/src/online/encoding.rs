@@ -254,8 +254,8 @@ pub fn decode_record(
     let (timestamp, seq) = record_order(bytes)?;
     let mut reader = Reader { bytes, at: 16 };
     let mut values = Vec::with_capacity(features.len());
-    for (name, value_type) in features {
-        values.push((name.clone(), reader.value(value_type)?));
+    for (_, value_type) in features {
+        values.push(reader.value(value_type)?);
     }
     Ok(OnlineRecord {
         timestamp,
@@ -416,7 +416,7 @@ mod tests {
         encode_record(1_700_000_000_000_000, 9, &columns, 0, &mut bytes);
         assert_eq!(record_order(&bytes).unwrap(), (1_700_000_000_000_000, 9));
         let record = decode_record(&bytes, &types).unwrap();
-        let values: Vec<serde_json::Value> = record.features.into_iter().map(|(_, v)| v).collect();
+        let values = record.features;
         assert_eq!(
             values,
             vec![

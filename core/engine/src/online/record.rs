@@ -9,8 +9,9 @@ pub struct OnlineRecord {
     /// UTC microseconds.
     pub timestamp: i64,
     pub seq: u64,
-    /// Feature values by name, as JSON (null for nulls).
-    pub features: Vec<(String, serde_json::Value)>,
+    /// Feature values as JSON (null for nulls), in the order of the table's features
+    /// (`OnlineTable::features`): names are not repeated in every record read.
+    pub features: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
