@@ -100,9 +100,11 @@ pub enum DefinitionsSource {
 /// tables' (generation, bins).
 #[derive(Debug)]
 pub struct DefinitionsCopy {
-    pub workspaces:
-        BTreeMap<WorkspaceName, (WorkspaceState, BTreeMap<TableName, (u64, Vec<String>)>)>,
+    pub workspaces: BTreeMap<WorkspaceName, (WorkspaceState, TableStorage)>,
 }
+
+/// The online tables of a workspace: (storage generation, Aerospike bins) by table.
+pub type TableStorage = BTreeMap<TableName, (u64, Vec<String>)>;
 
 impl DefinitionsCopy {
     pub fn new(response: ftab_model::protocol::ServingDefinitionsResponse) -> Self {

@@ -335,13 +335,17 @@ impl AerospikeStore {
 
     async fn connect(&self) -> Result<Arc<Client>, OnlineError> {
         let settings = &self.settings;
-        let mut policy = ClientPolicy::default();
-        policy.timeout = settings.connect_timeout_ms;
-        policy.connect_timeout = settings.connect_timeout_ms;
-        policy.fail_if_not_connected = true;
-        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
-            policy.auth_mode = AuthMode::Internal(user.clone(), password.clone());
-        }
+        let auth_mode = match (&settings.user, &settings.password) {
+            (Some(user), Some(password)) => AuthMode::Internal(user.clone(), password.clone()),
+            _ => AuthMode::None,
+        };
+        let policy = ClientPolicy {
+            timeout: settings.connect_timeout_ms,
+            connect_timeout: settings.connect_timeout_ms,
+            fail_if_not_connected: true,
+            auth_mode,
+            ..ClientPolicy::default()
+        };
         let hosts = settings.hosts.clone();
         let client = Client::new(&policy, &hosts).await.map_err(|e| {
             OnlineError::Store(format!(
@@ -395,11 +399,9 @@ impl AerospikeStore {
     fn write_operation(
         &self,
         table: &OnlineTable,
-        set: &str,
-        key: Vec<u8>,
+        (set, key): (&str, Vec<u8>),
         bins: Vec<Bin>,
-        timestamp: i64,
-        seq: u64,
+        (timestamp, seq): (i64, u64),
         now_micros: i64,
     ) -> Result<BatchOperation, OnlineError> {
         let seq = seq as i64;
@@ -519,7 +521,13 @@ impl OnlineStore for AerospikeStore {
                         }
                     }
                     ops.push(
-                        self.write_operation(table, &set, key, bins, timestamp, seq, now_micros)?,
+                        self.write_operation(
+                            table,
+                            (&set, key),
+                            bins,
+                            (timestamp, seq),
+                            now_micros,
+                        )?,
                     );
                     Ok(())
                 })?;

@@ -84,11 +84,13 @@ fn skipped(n: u64) -> WriteCounts {
     }
 }
 
-/// Last write wins by (timestamp, seq): each step is (rows, seq, counts, what is stored
-/// after).
+/// One write and what it must do: (rows, seq, counts, (timestamp, seq, count) stored after).
+type Step = (Vec<(&'static str, i64, i64)>, u64, WriteCounts, (i64, u64, i64));
+
+/// Last write wins by (timestamp, seq), step by step.
 pub async fn newer_only_by_timestamp_then_seq(store: &dyn OnlineStore, t: OnlineTable) {
     let now = 100 * DAY;
-    let steps: Vec<(Vec<(&str, i64, i64)>, u64, WriteCounts, (i64, u64, i64))> = vec![
+    let steps: Vec<Step> = vec![
         // A create always lands.
         (vec![("u", 10, 1)], 1, written(1), (10, 1, 1)),
         // An older timestamp arriving later does not land.
