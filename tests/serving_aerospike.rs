@@ -160,22 +160,7 @@ fn http_suite_on_aerospike_from_a_cluster_and_stateless_serving_processes() {
     }
     // The scheduler goes away: the serving processes keep answering from the definitions
     // they copied.
-    let workspace = format!("w{}", uuid_like());
-    let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["workspace", "create", &workspace, "--live"])
-        .ok();
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", &workspace, "--yes"])
-        .ok();
-    let csv = write(
-        dir.path(),
-        "logins.csv",
-        &format!(
-            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{},7,30\n",
-            hours_ago(1)
-        ),
-    );
+    let (workspace, csv) = fresh_workspace(&scheduler, dir.path(), &[("u1", 7, 30)]);
     scheduler
         .ftab(&[
             "ingest",
@@ -240,23 +225,7 @@ fn an_unreachable_aerospike_fails_only_the_online_step_and_a_retry_completes_it(
     unreachable.push(("FTAB_AEROSPIKE_CONNECT_TIMEOUT_MS", "300".into()));
     let scheduler =
         SchedulerProcess::start_with(&data_dir, &["--online-store", "aerospike"], &unreachable);
-    // A workspace no earlier run used: Aerospike keeps its records between runs.
-    let workspace = format!("w{}", &uuid_like());
-    let repo = repo_root().join("examples/feature_repo");
-    scheduler
-        .ftab(&["workspace", "create", &workspace, "--live"])
-        .ok();
-    scheduler
-        .ftab(&["apply", repo.to_str().unwrap(), "-w", &workspace, "--yes"])
-        .ok();
-    let csv = write(
-        dir.path(),
-        "logins.csv",
-        &format!(
-            "user_id,timestamp,user_login_count_7d,user_login_count_30d\nu1,{t},7,30\nu2,{t},8,31\n",
-            t = hours_ago(1)
-        ),
-    );
+    let (workspace, csv) = fresh_workspace(&scheduler, dir.path(), &[("u1", 7, 30), ("u2", 8, 31)]);
     let out = scheduler.ftab(&[
         "--output",
         "json",
@@ -319,6 +288,29 @@ fn an_unreachable_aerospike_fails_only_the_online_step_and_a_retry_completes_it(
         ])
         .json();
     assert_eq!(got["found"], true, "{got}");
+}
+
+/// A live workspace no earlier run used (Aerospike keeps its records between runs) with
+/// the example repository applied, and a CSV file of `user_login_counts` rows
+/// (user, count_7d, count_30d) an hour old, in `dir`.
+fn fresh_workspace(
+    scheduler: &SchedulerProcess,
+    dir: &std::path::Path,
+    rows: &[(&str, i64, i64)],
+) -> (String, String) {
+    let workspace = format!("w{}", uuid_like());
+    let repo = repo_root().join("examples/feature_repo");
+    scheduler
+        .ftab(&["workspace", "create", &workspace, "--live"])
+        .ok();
+    scheduler
+        .ftab(&["apply", repo.to_str().unwrap(), "-w", &workspace, "--yes"])
+        .ok();
+    let mut csv = String::from("user_id,timestamp,user_login_count_7d,user_login_count_30d\n");
+    for (user, count_7d, count_30d) in rows {
+        csv += &format!("{user},{},{count_7d},{count_30d}\n", hours_ago(1));
+    }
+    (workspace, write(dir, "logins.csv", &csv))
 }
 
 /// A name part unique to this run.

@@ -85,7 +85,12 @@ fn skipped(n: u64) -> WriteCounts {
 }
 
 /// One write and what it must do: (rows, seq, counts, (timestamp, seq, count) stored after).
-type Step = (Vec<(&'static str, i64, i64)>, u64, WriteCounts, (i64, u64, i64));
+type Step = (
+    Vec<(&'static str, i64, i64)>,
+    u64,
+    WriteCounts,
+    (i64, u64, i64),
+);
 
 /// Last write wins by (timestamp, seq), step by step.
 pub async fn newer_only_by_timestamp_then_seq(store: &dyn OnlineStore, t: OnlineTable) {
