@@ -433,6 +433,31 @@ impl AerospikeStore {
         Ok(BatchOperation::write(&policy, self.key(set, key)?, ops))
     }
 
+    /// The writes of `rows` (row, timestamp) of `columns` (keys, features).
+    fn batch_writes(
+        &self,
+        table: &OnlineTable,
+        set: &str,
+        (keys, features): (&[(&ArrayRef, &ValueType)], &[(&ArrayRef, &ValueType)]),
+        rows: &[(usize, i64)],
+        seq: u64,
+        now_micros: i64,
+    ) -> Result<Vec<BatchOperation>, OnlineError> {
+        rows.iter()
+            .map(|&(row, timestamp)| {
+                let mut key = Vec::new();
+                key_of_row(keys, row, &mut key)?;
+                let mut bins = Vec::with_capacity(features.len());
+                for ((array, value_type), bin) in features.iter().zip(&table.bins) {
+                    if !array.is_null(row) {
+                        bins.push(Bin::new(bin.as_str(), value_of(array, value_type, row)));
+                    }
+                }
+                self.write_operation(table, (set, key), bins, (timestamp, seq), now_micros)
+            })
+            .collect()
+    }
+
     /// Send one batch, again for the records that failed, until every record has an
     /// outcome or the attempts run out.
     async fn write_batch(&self, mut ops: Vec<BatchOperation>) -> Result<WriteCounts, OnlineError> {
@@ -509,35 +534,21 @@ impl OnlineStore for AerospikeStore {
             let set = set_name(table);
             let columns = LatestColumns::of(table, rows)?;
             let (keys, features) = (columns.keys(), columns.features());
-            let mut ops = Vec::with_capacity(rows.num_rows());
-            let expired =
-                columns.for_each_live(table.live_after(now_micros), |row, timestamp| {
-                    let mut key = Vec::new();
-                    key_of_row(&keys, row, &mut key)?;
-                    let mut bins = Vec::with_capacity(features.len());
-                    for ((array, value_type), bin) in features.iter().zip(&table.bins) {
-                        if !array.is_null(row) {
-                            bins.push(Bin::new(bin.as_str(), value_of(array, value_type, row)));
-                        }
-                    }
-                    ops.push(
-                        self.write_operation(
-                            table,
-                            (&set, key),
-                            bins,
-                            (timestamp, seq),
-                            now_micros,
-                        )?,
-                    );
-                    Ok(())
-                })?;
-            let mut batches = Vec::new();
-            let mut ops = ops.into_iter().peekable();
-            while ops.peek().is_some() {
-                batches.push(ops.by_ref().take(self.settings.write_batch).collect::<Vec<_>>());
-            }
-            let mut counts = futures::stream::iter(batches)
-                .map(|batch| self.write_batch(batch))
+            // The rows to write, by position; each batch's records are built when the
+            // batch is sent, so no more than the batches in flight are held at once.
+            let mut live = Vec::with_capacity(rows.num_rows());
+            let expired = columns.for_each_live(table.live_after(now_micros), |row, timestamp| {
+                live.push((row, timestamp));
+                Ok(())
+            })?;
+            let columns = (keys.as_slice(), features.as_slice());
+            let chunks: Vec<Vec<(usize, i64)>> =
+                live.chunks(self.settings.write_batch).map(<[_]>::to_vec).collect();
+            let mut counts = futures::stream::iter(chunks)
+                .map(|chunk| {
+                    let ops = self.batch_writes(table, &set, columns, &chunk, seq, now_micros);
+                    async move { self.write_batch(ops?).await }
+                })
                 .buffer_unordered(self.settings.write_concurrency)
                 .try_fold(WriteCounts::default(), |mut sum, counts| async move {
                     sum += counts;
