@@ -433,20 +433,21 @@ impl AerospikeStore {
         Ok(BatchOperation::write(&policy, self.key(set, key)?, ops))
     }
 
-    /// The writes of `rows` (row, timestamp) of `columns` (keys, features).
+    /// The writes of `rows` (row, timestamp) of `columns`.
     fn batch_writes(
         &self,
         table: &OnlineTable,
         set: &str,
-        (keys, features): (&[(&ArrayRef, &ValueType)], &[(&ArrayRef, &ValueType)]),
+        columns: &LatestColumns,
         rows: &[(usize, i64)],
         seq: u64,
         now_micros: i64,
     ) -> Result<Vec<BatchOperation>, OnlineError> {
+        let (keys, features) = (columns.keys(), columns.features());
         rows.iter()
             .map(|&(row, timestamp)| {
                 let mut key = Vec::new();
-                key_of_row(keys, row, &mut key)?;
+                key_of_row(&keys, row, &mut key)?;
                 let mut bins = Vec::with_capacity(features.len());
                 for ((array, value_type), bin) in features.iter().zip(&table.bins) {
                     if !array.is_null(row) {
@@ -533,7 +534,6 @@ impl OnlineStore for AerospikeStore {
             }
             let set = set_name(table);
             let columns = LatestColumns::of(table, rows)?;
-            let (keys, features) = (columns.keys(), columns.features());
             // The rows to write, by position; each batch's records are built when the
             // batch is sent, so no more than the batches in flight are held at once.
             let mut live = Vec::with_capacity(rows.num_rows());
@@ -541,12 +541,11 @@ impl OnlineStore for AerospikeStore {
                 live.push((row, timestamp));
                 Ok(())
             })?;
-            let columns = (keys.as_slice(), features.as_slice());
             let chunks: Vec<Vec<(usize, i64)>> =
                 live.chunks(self.settings.write_batch).map(<[_]>::to_vec).collect();
             let mut counts = futures::stream::iter(chunks)
                 .map(|chunk| {
-                    let ops = self.batch_writes(table, &set, columns, &chunk, seq, now_micros);
+                    let ops = self.batch_writes(table, &set, &columns, &chunk, seq, now_micros);
                     async move { self.write_batch(ops?).await }
                 })
                 .buffer_unordered(self.settings.write_concurrency)
