@@ -91,9 +91,25 @@ type ResolvedCache =
 pub enum DefinitionsSource {
     /// The scheduler's own catalog.
     Catalog(Catalog),
-    /// A copy polled from a scheduler (`ftab-serving`, [`crate::serving_process`]); `None`
-    /// until the first copy arrives.
-    Copy(Arc<std::sync::RwLock<Option<Arc<DefinitionsCopy>>>>),
+    /// A copy polled from a scheduler (`ftab-serving`, [`crate::serving_process`]).
+    Copy(CopyCell),
+}
+
+/// Where a serving process keeps its latest copy of the definitions; `None` until the
+/// first copy arrives.
+pub type CopyCell = Arc<std::sync::RwLock<Option<Arc<DefinitionsCopy>>>>;
+
+/// The latest copy in `cell`, or why there is none.
+fn latest(cell: &CopyCell) -> Result<Arc<DefinitionsCopy>> {
+    cell.read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            Error::Unavailable(
+                "this serving process has no definitions from its scheduler yet; try again shortly"
+                    .into(),
+            )
+        })
 }
 
 /// The definitions a serving process holds: each live workspace's state and its online
@@ -135,8 +151,8 @@ impl DefinitionsSource {
     async fn workspace(&self, name: &WorkspaceName) -> Result<WorkspaceState> {
         match self {
             Self::Catalog(catalog) => catalog.workspace(name).await,
-            Self::Copy(_) => {
-                let copy = self.copy()?;
+            Self::Copy(cell) => {
+                let copy = latest(cell)?;
                 copy.workspaces
                     .get(name)
                     .map(|(state, _)| state.clone())
@@ -157,8 +173,8 @@ impl DefinitionsSource {
                     .online_table(&state.name, table, &state.definitions, generation)
                     .await
             }
-            Self::Copy(_) => {
-                let copy = self.copy()?;
+            Self::Copy(cell) => {
+                let copy = latest(cell)?;
                 let (generation, bins) = copy
                     .workspaces
                     .get(&state.name)
@@ -175,21 +191,6 @@ impl DefinitionsSource {
                 )
             }
         }
-    }
-
-    fn copy(&self) -> Result<Arc<DefinitionsCopy>> {
-        let Self::Copy(cell) = self else {
-            return Err(Error::Internal("not a copy of the definitions".into()));
-        };
-        cell.read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                Error::Unavailable(
-                    "this serving process has no definitions from its scheduler yet; try again shortly"
-                        .into(),
-                )
-            })
     }
 }
 
@@ -217,7 +218,7 @@ impl Serving {
     pub fn ready(&self) -> Result<()> {
         match &self.source {
             DefinitionsSource::Catalog(_) => Ok(()),
-            DefinitionsSource::Copy(_) => self.source.copy().map(|_| ()),
+            DefinitionsSource::Copy(cell) => latest(cell).map(|_| ()),
         }
     }
 

@@ -17,7 +17,7 @@ use ftab_model::protocol::{MAX_MESSAGE_BYTES, ServingDefinitionsResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
-use crate::serving::{DefinitionsCopy, DefinitionsSource, Serving};
+use crate::serving::{CopyCell, DefinitionsCopy, DefinitionsSource, Serving};
 
 /// A serving process's settings.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub fn definitions_copier(
     settings: ServingSettings,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> (DefinitionsSource, tokio::task::JoinHandle<()>) {
-    let cell: Arc<std::sync::RwLock<Option<Arc<DefinitionsCopy>>>> = Arc::default();
+    let cell: CopyCell = Arc::default();
     let source = DefinitionsSource::Copy(cell.clone());
     let task = tokio::spawn(async move {
         let mut shutdown = shutdown;

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from test_training_set import action, ingest_stats, put, wait
+from test_training_set import action, ingest_logins, ingest_stats, put, wait
 
 HTTP = os.environ["FTAB_HTTP_URL"]
 FLIGHT = os.environ["FTAB_FLIGHT_URL"]
@@ -92,16 +92,7 @@ def served():
         users = [f"u{u}" for u in range(200)] * 2
         times = [NOW - HOUR] * 200 + [NOW - 5 * HOUR] * 200
         counts = [10 * u for u in range(200)] + [-1] * 200
-        logins = pa.table(
-            {
-                "user_id": users,
-                "timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
-                "user_login_count_7d": counts,
-                "user_login_count_30d": counts,
-            }
-        )
-        cmd = {"ingest": {"workspace": name, "table": "user_login_counts"}}
-        wait(client, put(client, cmd, logins)["job_id"])
+        ingest_logins(client, name, users, times, counts)
         ingest_stats(client, name, NOW - 2 * HOUR)
     # A serving process knows the workspace once it has copied the definitions.
     deadline = time.time() + 10

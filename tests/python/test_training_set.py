@@ -88,6 +88,13 @@ def workspace(client):
             users.append(f"u{user}")
             times.append(NOW - days * DAY)
             counts.append(100 * user + days)
+    ingest_logins(client, name, users, times, counts)
+    ingest_stats(client, name, NOW - 2 * DAY)
+    return name
+
+
+def ingest_logins(client, workspace, users, times, counts):
+    """Ingest user_login_counts rows (both counts the same) and wait for the job."""
     logins = pa.table(
         {
             "user_id": users,
@@ -96,10 +103,8 @@ def workspace(client):
             "user_login_count_30d": counts,
         }
     )
-    cmd = {"ingest": {"workspace": name, "table": "user_login_counts"}}
+    cmd = {"ingest": {"workspace": workspace, "table": "user_login_counts"}}
     wait(client, put(client, cmd, logins)["job_id"])
-    ingest_stats(client, name, NOW - 2 * DAY)
-    return name
 
 
 def spine():

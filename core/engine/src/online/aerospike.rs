@@ -30,7 +30,7 @@ use aerospike::{
     AuthMode, BatchOperation, BatchPolicy, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client,
     ClientPolicy, Expiration, Key, RecordExistsAction, ResultCode, Value,
 };
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
@@ -451,7 +451,10 @@ impl AerospikeStore {
                 let mut bins = Vec::with_capacity(features.len());
                 for ((array, value_type), bin) in features.iter().zip(&table.bins) {
                     if !array.is_null(row) {
-                        bins.push(Bin::new(bin.as_str(), value_of(array, value_type, row)));
+                        bins.push(Bin::new(
+                            bin.as_str(),
+                            value_of(array.as_ref(), value_type, row),
+                        ));
                     }
                 }
                 self.write_operation(table, (set, key), bins, (timestamp, seq), now_micros)
@@ -650,11 +653,7 @@ fn is_permanent(code: ResultCode) -> bool {
 }
 
 /// Value `row` of `array` (of `value_type`'s Arrow type) as an Aerospike value.
-fn value_of(array: &ArrayRef, value_type: &ValueType, row: usize) -> Value {
-    value_in(array.as_ref(), value_type, row)
-}
-
-fn value_in(array: &dyn Array, value_type: &ValueType, row: usize) -> Value {
+fn value_of(array: &dyn Array, value_type: &ValueType, row: usize) -> Value {
     if array.is_null(row) {
         return Value::Nil;
     }
@@ -674,7 +673,7 @@ fn value_in(array: &dyn Array, value_type: &ValueType, row: usize) -> Value {
             let values = array.as_list::<i32>().value(row);
             Value::List(
                 (0..values.len())
-                    .map(|i| value_in(values.as_ref(), item, i))
+                    .map(|i| value_of(values.as_ref(), item, i))
                     .collect(),
             )
         }
@@ -741,6 +740,7 @@ fn json_of(value: &Value, value_type: &ValueType) -> Option<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::ArrayRef;
     use crate::names::{TableName, WorkspaceName};
 
     fn table(workspace: &str, name: &str) -> OnlineTable {
@@ -1232,7 +1232,7 @@ mod tests {
             ),
         ];
         for (array, value_type, expected) in cases {
-            let value = value_of(&array, &value_type, 0);
+            let value = value_of(array.as_ref(), &value_type, 0);
             assert_eq!(json_of(&value, &value_type), Some(expected), "{value_type}");
         }
         assert_eq!(json_of(&Value::Int(1), &ValueType::String), None);
